@@ -1,0 +1,153 @@
+"""Raw text: width normalisation, streaming line reader (files, folders, .gz), tokenisation.
+
+Only full-width digits and Latin letters are mapped to ASCII (U+FF10-FF19, U+FF21-FF3A, U+FF41-FF5A):
+full NFKC would also rewrite punctuation and expand characters like '…', which changes string length and
+breaks character offsets (CMRC2018 answer_start).  The same mapping is applied everywhere: LM, tagger, RC.
+"""
+from __future__ import annotations
+
+import gzip
+import io
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+from .errors import UserError
+
+log = logging.getLogger(__name__)
+
+_WIDTH_TABLE = {c: c - 0xFEE0 for r in ((0xFF10, 0xFF19), (0xFF21, 0xFF3A), (0xFF41, 0xFF5A))
+                for c in range(r[0], r[1] + 1)}
+
+TOKEN_UNITS = ("char", "word")
+
+
+def normalize_width(text: str) -> str:
+    """Map full-width digits/letters to ASCII; length-preserving, so character offsets stay valid."""
+    return text.translate(_WIDTH_TABLE)
+
+
+def tokenize(text: str, unit: str = "char") -> list[str]:
+    """Split normalised text into tokens: one per non-space character ('char') or jieba words ('word')."""
+    text = normalize_width(text)
+    if unit == "char":
+        return [c for c in text if not c.isspace()]
+    if unit == "word":
+        import jieba  # lazy: loading its dictionary takes a second
+
+        jieba.setLogLevel(logging.WARNING)
+        return [w for w in jieba.lcut(text) if w.strip()]
+    raise UserError(f"unknown token unit {unit!r}; choose one of {', '.join(TOKEN_UNITS)}")
+
+
+def list_text_files(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
+    """Expand files and folders (recursively, sorted) into a list of text files; missing paths are errors."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")
+                              and f.suffix.lower() in (".txt", ".gz", ".text", "")))
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise UserError(f"text path {p} does not exist")
+    if not out:
+        raise UserError(f"no text files found in {', '.join(map(str, paths))}")
+    return out
+
+
+@dataclass
+class ReadStats:
+    """Counts of what the reader skipped or changed, with a few examples (file:line) to show the user."""
+
+    lines: int = 0
+    empty: int = 0
+    bad_utf8: int = 0
+    split_long: int = 0
+    examples: list[str] = field(default_factory=list)
+
+    def note(self, kind: str, where: str) -> None:
+        setattr(self, kind, getattr(self, kind) + 1)
+        if len(self.examples) < 5:
+            self.examples.append(f"{where}: {kind}")
+
+    def summary(self) -> str:
+        s = f"{self.lines} lines read; skipped {self.empty} empty, {self.bad_utf8} with invalid UTF-8"
+        s += f"; {self.split_long} over-long lines split"
+        if self.examples:
+            s += " (e.g. " + "; ".join(self.examples) + ")"
+        return s
+
+
+def _open_binary(path: Path) -> io.BufferedIOBase:
+    if path.suffix == ".gz":
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    return open(path, "rb")
+
+
+def iter_file_lines(path: Path, stats: ReadStats | None = None, max_chars: int = 100_000,
+                    start_line: int = 0) -> Iterator[tuple[int, str]]:
+    """Yield (line_number, normalised text) for non-empty lines of one file, streaming.
+
+    Lines with invalid UTF-8 are skipped and counted (never decoded with replacement characters, which
+    would teach the LM a fake character).  Lines over `max_chars` are split into pieces so a file with no
+    newlines cannot exhaust memory.  `start_line` skips lines already consumed (resume).
+    """
+    stats = stats if stats is not None else ReadStats()
+    try:
+        fh = _open_binary(path)
+    except OSError as e:
+        raise UserError(f"cannot open {path}: {e.strerror or e}") from None
+    chunk_bytes = max_chars * 4
+    try:
+        with fh:
+            lineno = 0
+            while True:
+                try:
+                    raw = fh.readline(chunk_bytes)
+                except (OSError, EOFError, gzip.BadGzipFile) as e:
+                    raise UserError(f"{path}:{lineno + 1}: cannot read ({e}); the file is truncated or corrupt") from None
+                if not raw:
+                    break
+                pieces = [raw]
+                while not raw.endswith(b"\n"):  # an over-long line: keep reading it in bounded pieces
+                    raw = fh.readline(chunk_bytes)
+                    if not raw:
+                        break
+                    pieces.append(raw)
+                    if len(pieces) == 2:
+                        stats.note("split_long", f"{path}:{lineno + 1}")
+                lineno += 1
+                if lineno <= start_line:
+                    continue
+                stats.lines += 1
+                for piece in pieces:
+                    try:
+                        text = piece.decode("utf-8")
+                    except UnicodeDecodeError:
+                        # a piece boundary may cut a multi-byte character: retry leniently only then
+                        text = piece.decode("utf-8", errors="ignore") if len(pieces) > 1 else None
+                        if text is None:
+                            stats.note("bad_utf8", f"{path}:{lineno}")
+                            break
+                    text = normalize_width(text.strip())
+                    if not text:
+                        if len(pieces) == 1:
+                            stats.note("empty", f"{path}:{lineno}")
+                        continue
+                    for i in range(0, len(text), max_chars):
+                        yield lineno, text[i:i + max_chars]
+    except gzip.BadGzipFile as e:
+        raise UserError(f"{path}: not a valid gzip file ({e})") from None
+
+
+def iter_lines(paths: str | os.PathLike | Iterable, stats: ReadStats | None = None,
+               max_chars: int = 100_000) -> Iterator[str]:
+    """Stream normalised non-empty lines from files/folders (.gz too)."""
+    for f in list_text_files(paths):  # type: ignore[arg-type]
+        for _, text in iter_file_lines(f, stats, max_chars):
+            yield text
