@@ -1,0 +1,205 @@
+"""Self-describing model directories, written atomically and verified on load.
+
+A model directory holds:
+    config.json            {"format": 1, "bilm": {...}, "pretrain": {...}}   (JSON: data, not code)
+    vocab.json             the token vocab (and char_vocab.json for a char-CNN token layer)
+    weights.safetensors    every biLM weight, softmax weights included
+    optimizer.safetensors  optimizer accumulators, keyed by structured parameter name (resume only)
+    state.json             step, data position, RNG seeds, best dev perplexity, LR scheduler state
+    manifest.json          sha256 and size of every other file: a truncated or tampered file is detected
+
+Weights are safetensors and configs JSON because `paddle.load` unpickles: a crafted `.pdparams` runs code
+on load.  Nothing here unpickles.  A directory is first written under a temporary name and renamed into
+place only when complete, so a crash mid-save never leaves a half-written checkpoint.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import paddle
+
+from .errors import UserError
+
+FORMAT = 1
+MANIFEST = "manifest.json"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _save_tensors(tensors: dict[str, np.ndarray], path: Path) -> None:
+    from safetensors.numpy import save_file
+
+    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(path))
+
+
+def _load_tensors(path: Path) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    try:
+        return load_file(str(path))
+    except Exception as e:  # safetensors raises its own error types for bad headers
+        raise UserError(f"{path} is not a valid safetensors file ({e})") from None
+
+
+def write_dir(final: str | os.PathLike, files: dict[str, Any], tensors: dict[str, dict[str, np.ndarray]]) -> Path:
+    """Atomically create directory `final` with JSON `files` (name -> data) and safetensors `tensors`.
+
+    Writes into a temporary sibling, fsyncs, writes the manifest last, then renames over `final`.
+    Raises UserError (and leaves any previous `final` untouched) if the disk is full or unwritable.
+    """
+    final = Path(final)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
+    except OSError as e:
+        raise UserError(f"cannot write checkpoint in {final.parent}: {e.strerror or e}") from None
+    try:
+        for name, data in files.items():
+            (tmp / name).write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
+        for name, t in tensors.items():
+            _save_tensors(t, tmp / name)
+        manifest = {p.name: {"sha256": _sha256(p), "bytes": p.stat().st_size}
+                    for p in sorted(tmp.iterdir())}
+        (tmp / MANIFEST).write_text(json.dumps({"format": FORMAT, "files": manifest}, indent=1))
+        for p in tmp.iterdir():
+            _fsync_file(p)
+        old = None
+        if final.exists():  # replace: move the old one aside first, drop it only after the rename
+            old = final.with_name(f".old-{final.name}-{os.getpid()}")
+            os.rename(final, old)
+        os.rename(tmp, final)
+        dfd = os.open(final.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise UserError(f"cannot write checkpoint {final}: {e.strerror or e}; the previous checkpoint is kept") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def verify_dir(path: str | os.PathLike) -> dict[str, Any]:
+    """Check a model directory against its manifest; return the manifest.  UserError names what is wrong."""
+    path = Path(path)
+    if not path.is_dir():
+        raise UserError(f"model directory {path} does not exist")
+    mpath = path / MANIFEST
+    if not mpath.is_file():
+        raise UserError(f"{path} is not a complete model directory: {MANIFEST} is missing")
+    try:
+        manifest = json.loads(mpath.read_text())
+    except ValueError:
+        raise UserError(f"{mpath} is corrupt") from None
+    for name, meta in manifest.get("files", {}).items():
+        f = path / name
+        if not f.is_file():
+            raise UserError(f"model directory {path} is missing {name}")
+        if f.stat().st_size != meta["bytes"] or _sha256(f) != meta["sha256"]:
+            raise UserError(f"{f} does not match its checksum in {MANIFEST}: truncated or modified")
+    return manifest
+
+
+def read_json(path: str | os.PathLike, name: str) -> Any:
+    f = Path(path) / name
+    try:
+        return json.loads(f.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"model directory {path} is missing {name}") from None
+    except ValueError as e:
+        raise UserError(f"{f} is not valid JSON ({e})") from None
+
+
+def model_tensors(model: paddle.nn.Layer) -> dict[str, np.ndarray]:
+    return {k: v.numpy() for k, v in model.state_dict().items()}
+
+
+def load_model_tensors(model: paddle.nn.Layer, path: str | os.PathLike, name: str = "weights.safetensors",
+                       prefix: str = "") -> None:
+    """Load safetensors weights into `model`; shape or name mismatches are a clear error."""
+    arrays = _load_tensors(Path(path) / name)
+    own = model.state_dict()
+    missing = [k for k in own if prefix + k not in arrays]
+    if missing:
+        raise UserError(f"{Path(path) / name} lacks weights {missing[:3]}...: it was saved by a different model config")
+    for k, v in own.items():
+        a = arrays[prefix + k]
+        if list(a.shape) != list(v.shape):
+            raise UserError(f"weight {k}: checkpoint shape {list(a.shape)} != model shape {list(v.shape)} "
+                            "(config or vocab does not match the checkpoint)")
+    model.set_state_dict({k: paddle.to_tensor(arrays[prefix + k]) for k in own})
+
+
+def optimizer_tensors(opt: paddle.optimizer.Optimizer, model: paddle.nn.Layer) -> tuple[dict[str, np.ndarray], dict]:
+    """Optimizer state keyed by structured parameter names (paddle's own names depend on creation order)."""
+    to_struct = {p.name: n for n, p in model.named_parameters()}
+    arrays, extra = {}, {}
+    for k, v in opt.state_dict().items():
+        if isinstance(v, paddle.Tensor):
+            for pn in sorted(to_struct, key=len, reverse=True):
+                if k.startswith(pn + "_"):
+                    arrays[to_struct[pn] + "::" + k[len(pn) + 1:]] = v.numpy()
+                    break
+            else:
+                arrays["::" + k] = v.numpy()
+        else:
+            extra[k] = v
+    return arrays, extra
+
+
+def load_optimizer(opt: paddle.optimizer.Optimizer, model: paddle.nn.Layer, path: Path, extra: dict) -> None:
+    to_name = {n: p.name for n, p in model.named_parameters()}
+    state: dict[str, Any] = dict(extra)
+    for k, v in _load_tensors(path / "optimizer.safetensors").items():
+        struct, _, suffix = k.partition("::")
+        if struct and struct not in to_name:
+            raise UserError(f"optimizer state in {path} is for parameter {struct}, which this model lacks")
+        state[(to_name[struct] + "_" + suffix) if struct else suffix] = paddle.to_tensor(v)
+    opt.set_state_dict(state)
+
+
+_STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+def list_checkpoints(root: str | os.PathLike) -> list[Path]:
+    """Complete step checkpoints under root/checkpoints, oldest first (temporary dirs are ignored)."""
+    d = Path(root) / "checkpoints"
+    if not d.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in d.iterdir() if (m := _STEP_DIR.match(p.name)) and (p / MANIFEST).is_file()]
+    return [p for _, p in sorted(found)]
+
+
+def prune_checkpoints(root: str | os.PathLike, keep: int) -> None:
+    """Keep the `keep` newest step checkpoints; remove leftovers of interrupted writes."""
+    for p in list_checkpoints(root)[:-keep] if keep > 0 else []:
+        shutil.rmtree(p, ignore_errors=True)
+    d = Path(root) / "checkpoints"
+    if d.is_dir():
+        for p in d.iterdir():
+            if p.name.startswith((".tmp-", ".old-")):
+                shutil.rmtree(p, ignore_errors=True)

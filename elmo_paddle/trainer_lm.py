@@ -1,0 +1,319 @@
+"""The LM training loop behind `elmo_paddle.pretrain` and `elmo_paddle.finetune_lm`."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import paddle
+from tqdm import tqdm
+
+from . import checkpoint as ckpt
+from .bilm import BiLM, BiLMConfig
+from .config import from_dict, to_dict
+from .errors import UserError
+from .lm_data import CorpusInfo, LMBatcher, dev_batches, scan_corpus
+from .pretrain import PretrainConfig, _lr_at, resolve_text_paths
+from .vocab import Vocab
+
+# fault injection for the reliability tests: ELMO_PADDLE_FAULT=nan@STEP makes that step's loss NaN,
+# exit@STEP kills the process right after that step
+_FAULT = os.environ.get("ELMO_PADDLE_FAULT", "")
+
+
+class _LossModule(paddle.nn.Layer):
+    """Wraps the biLM so the loss is computed in `forward` (what fleet's DataParallel hooks into)."""
+
+    def __init__(self, bilm: BiLM):
+        super().__init__()
+        self.bilm = bilm
+
+    def forward(self, inputs, fwd_targets, bwd_targets):
+        return self.bilm.lm_loss({"inputs": inputs, "fwd_targets": fwd_targets, "bwd_targets": bwd_targets})
+
+
+def _to_tensors(batch: dict[str, np.ndarray]) -> dict[str, paddle.Tensor]:
+    return {k: paddle.to_tensor(v) for k, v in batch.items()}
+
+
+def evaluate_perplexity(bilm: BiLM, batches) -> dict[str, float]:
+    """Held-out perplexity of each direction (full softmax) and of their average NLL."""
+    was_training = bilm.training
+    bilm.eval()
+    tot = {"fwd_nll": 0.0, "fwd_count": 0.0, "bwd_nll": 0.0, "bwd_count": 0.0}
+    with paddle.no_grad():
+        for b in batches:
+            out = bilm.lm_loss(_to_tensors(b), sampled=False)
+            for k in tot:
+                tot[k] += float(out[k])
+    if was_training:
+        bilm.train()
+    if tot["fwd_count"] == 0:
+        raise UserError("no held-out text to evaluate: the dev split is empty (raise data.dev_fraction)")
+    f = tot["fwd_nll"] / tot["fwd_count"]
+    b = tot["bwd_nll"] / tot["bwd_count"]
+    return {"ppl_fwd": math.exp(f), "ppl_bwd": math.exp(b), "ppl": math.exp((f + b) / 2),
+            "tokens": tot["fwd_count"]}
+
+
+def build_optimizer(cfg, model: paddle.nn.Layer) -> paddle.optimizer.Optimizer:
+    clip = paddle.nn.ClipGradByGlobalNorm(cfg.grad_clip) if cfg.grad_clip > 0 else None
+    params = [p for p in model.parameters() if not p.stop_gradient]
+    if cfg.optimizer == "adam":
+        return paddle.optimizer.Adam(cfg.lr, parameters=params, grad_clip=clip,
+                                     weight_decay=cfg.weight_decay or None)
+    if cfg.optimizer == "adagrad":
+        return paddle.optimizer.Adagrad(cfg.lr, parameters=params, grad_clip=clip, initial_accumulator_value=1.0)
+    raise UserError(f"train.optimizer must be adam or adagrad, not {cfg.optimizer!r}")
+
+
+def model_dir_files(cfg: PretrainConfig, bilm_cfg: BiLMConfig, vocab: Vocab) -> dict[str, Any]:
+    return {"config.json": {"format": ckpt.FORMAT, "bilm": to_dict(bilm_cfg), "pretrain": to_dict(cfg)},
+            "vocab.json": {"unit": vocab.unit, "tokens": vocab.itos}}
+
+
+def load_bilm(model_dir: str | os.PathLike, verify: bool = True) -> tuple[BiLM, Vocab, dict]:
+    """Load a model directory (verified against its manifest) -> (BiLM in eval mode, vocab, config dict)."""
+    model_dir = resolve_model_dir(model_dir)
+    if verify:
+        ckpt.verify_dir(model_dir)
+    conf = ckpt.read_json(model_dir, "config.json")
+    if not isinstance(conf, dict) or "bilm" not in conf:
+        raise UserError(f"{model_dir}/config.json has no 'bilm' section: not an elmo_paddle model directory")
+    bilm_cfg = from_dict(BiLMConfig, conf["bilm"], f"{model_dir}/config.json:bilm")
+    vocab = Vocab.load(Path(model_dir) / "vocab.json")
+    if len(vocab) != bilm_cfg.vocab_size:
+        raise UserError(f"{model_dir}: vocab has {len(vocab)} tokens but the config says {bilm_cfg.vocab_size}")
+    bilm = BiLM(bilm_cfg)
+    ckpt.load_model_tensors(bilm, model_dir)
+    bilm.eval()
+    return bilm, vocab, conf
+
+
+def resolve_model_dir(path: str | os.PathLike) -> Path:
+    """Accept a model directory, or a pretraining output dir (then its best/, else final/)."""
+    p = Path(path)
+    if (p / "config.json").is_file() or (p / ckpt.MANIFEST).is_file():
+        return p
+    for sub in ("best", "final"):
+        if (p / sub / ckpt.MANIFEST).is_file():
+            return p / sub
+    if not p.exists():
+        raise UserError(f"model directory {p} does not exist")
+    raise UserError(f"{p} is not a model directory (no config.json/manifest.json, no best/ or final/ inside)")
+
+
+def _dist_setup() -> tuple[int, int]:
+    world = int(os.environ.get("PADDLE_TRAINERS_NUM", "1"))
+    if world > 1:
+        from paddle.distributed import fleet
+
+        fleet.init(is_collective=True)
+        return paddle.distributed.get_rank(), paddle.distributed.get_world_size()
+    return 0, 1
+
+
+def _all_have_batch(have: bool, world: int) -> bool:
+    if world == 1:
+        return have
+    flag = paddle.to_tensor([1 if have else 0], dtype="int32")
+    paddle.distributed.all_reduce(flag, op=paddle.distributed.ReduceOp.MIN)
+    return bool(int(flag) == 1)
+
+
+def _params_finite(model: paddle.nn.Layer) -> bool:
+    return all(bool(paddle.isfinite(p).all()) for p in model.parameters())
+
+
+def run_pretraining(cfg: PretrainConfig, resume: bool = False, progress: bool = True,
+                    init_from: str | os.PathLike | None = None) -> Path:
+    """Train (or continue training) a biLM as configured; returns the best model directory.
+
+    `init_from`: start from this model directory's weights and vocab (domain fine-tuning) instead of
+    building a vocab from the text.
+    """
+    from visualdl import LogWriter
+
+    tc = cfg.train
+    if tc.threads:
+        paddle.set_num_threads(tc.threads) if hasattr(paddle, "set_num_threads") else None
+    rank, world = _dist_setup()
+    out = Path(cfg.output_dir)
+    if rank == 0:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"cannot create output dir {out}: {e.strerror or e}") from None
+    paths = resolve_text_paths(list(cfg.data.train), cfg.data_dir)
+
+    # --- corpus and vocab: reuse what a previous run recorded, so a resumed run sees identical data
+    ckpts = ckpt.list_checkpoints(out)
+    if resume and not ckpts:
+        if rank == 0:
+            print(f"note: --resume given but no checkpoint in {out}/checkpoints; starting from scratch")
+        resume = False
+    if not resume and ckpts and rank == 0:
+        raise UserError(f"{out} already holds checkpoints: pass --resume to continue, or choose a new --output-dir")
+    init_bilm = None
+    if resume:
+        info = CorpusInfo(**ckpt.read_json(ckpts[-1], "corpus.json"))
+        vocab = Vocab.load(ckpts[-1] / "vocab.json")
+    else:
+        info, vocab, stats = scan_corpus(paths, cfg.data.unit, cfg.data.dev_fraction, cfg.data.min_count,
+                                         cfg.data.max_vocab, show_progress=progress and rank == 0,
+                                         max_train_lines=cfg.data.max_train_lines_per_file)
+        if rank == 0:
+            print(f"corpus: {stats.summary()}")
+        if init_from is not None:
+            init_bilm, vocab, _ = load_bilm(init_from)
+            if vocab.unit != cfg.data.unit:
+                raise UserError(f"the model in {init_from} uses {vocab.unit!r} tokens, the config {cfg.data.unit!r}")
+    bilm_cfg = from_dict(BiLMConfig, {**cfg.bilm, "vocab_size": len(vocab)}, "bilm")
+
+    # --- model and optimizer
+    paddle.seed(tc.seed)
+    np.random.seed(tc.seed)
+    bilm = init_bilm if init_bilm is not None else BiLM(bilm_cfg)
+    if init_bilm is not None:
+        bilm_cfg = bilm.cfg
+        bilm.train()
+    opt = build_optimizer(tc, bilm)
+    batcher = LMBatcher(info, vocab, tc.batch_size, tc.seq_len, tc.seed, rank, world, cfg.data.shuffle_buffer)
+    per_epoch = batcher.batches_per_epoch()
+    total = tc.max_steps if tc.max_steps is not None else max(1, int(math.ceil(tc.epochs * per_epoch)))
+    step, best_ppl, history = 0, math.inf, []
+    if resume:
+        last = ckpts[-1]
+        ckpt.verify_dir(last)
+        st = ckpt.read_json(last, "state.json")
+        ckpt.load_model_tensors(bilm, last)
+        ckpt.load_optimizer(opt, bilm, last, st.get("optimizer_extra", {}))
+        step, best_ppl, history = st["step"], st["best_ppl"], st.get("history", [])
+        total = st["total_steps"] if tc.max_steps is None else tc.max_steps
+        data_states = st["data_states"]
+        if len(data_states) == world:
+            batcher.load_state(data_states[rank])
+        else:  # a different number of ranks: restart the saved epoch with the new sharding
+            batcher.epoch = data_states[0]["epoch"]
+            print(f"note: resumed with {world} ranks instead of {len(data_states)}; epoch {batcher.epoch} restarts")
+        if rank == 0:
+            print(f"resumed from {last} at step {step}/{total}")
+    if step == 0 and init_bilm is None:
+        assert bilm_cfg == bilm.cfg
+    model = _LossModule(bilm)
+    if world > 1:
+        from paddle.distributed import fleet
+
+        model = fleet.distributed_model(model)
+        opt = fleet.distributed_optimizer(opt)
+
+    run_dir = Path("runs") / "elmo" / (cfg.run_name or out.name)
+    writer = LogWriter(logdir=str(run_dir)) if rank == 0 else None
+    dev_iter = lambda: dev_batches(info, vocab, 32, 256, cfg.data.eval_max_lines)  # noqa: E731
+
+    def save(kind: str) -> None:
+        # every rank must take part (gathers data positions); rank 0 writes
+        states = [batcher.state()]
+        if world > 1:
+            states = []
+            paddle.distributed.all_gather_object(states, batcher.state())
+        if rank != 0:
+            return
+        if not _params_finite(bilm):
+            raise UserError(f"weights became non-finite at step {step}; not saving. The last good checkpoint is kept")
+        files = model_dir_files(cfg, bilm_cfg, vocab)
+        files["corpus.json"] = info.to_json()
+        opt_arrays, opt_extra = ckpt.optimizer_tensors(getattr(opt, "_inner_opt", opt), bilm)
+        files["state.json"] = {"step": step, "total_steps": total, "best_ppl": best_ppl, "history": history,
+                               "data_states": states, "optimizer_extra": opt_extra, "world_size": world}
+        tensors = {"weights.safetensors": ckpt.model_tensors(bilm)}
+        if kind == "step":
+            tensors["optimizer.safetensors"] = opt_arrays
+            ckpt.write_dir(out / "checkpoints" / f"step-{step:08d}", files, tensors)
+            ckpt.prune_checkpoints(out, tc.keep_checkpoints)
+        else:
+            ckpt.write_dir(out / kind, files, tensors)
+
+    def run_eval() -> None:
+        nonlocal best_ppl
+        if rank != 0:
+            return
+        t0 = time.time()
+        res = evaluate_perplexity(bilm, dev_iter())
+        res["step"] = step
+        res["eval_seconds"] = round(time.time() - t0, 1)
+        history.append(res)
+        for k in ("ppl_fwd", "ppl_bwd", "ppl"):
+            writer.add_scalar(f"dev/{k}", res[k], step)
+        tqdm.write(f"step {step}: dev ppl fwd {res['ppl_fwd']:.2f} bwd {res['ppl_bwd']:.2f} avg {res['ppl']:.2f}")
+        if res["ppl"] < best_ppl:
+            best_ppl = res["ppl"]
+            save("best")
+
+    if rank == 0:
+        n_params = sum(int(np.prod(p.shape)) for p in bilm.parameters())
+        print(f"biLM: {n_params / 1e6:.2f}M parameters, vocab {len(vocab)}; {info.train_tokens:,} training tokens, "
+              f"{per_epoch} steps/epoch (B={tc.batch_size}, L={tc.seq_len}, ranks={world}); training {total} steps")
+        if step == 0:
+            run_eval()
+    bar = tqdm(total=total, initial=step, desc="pretrain", unit="step", dynamic_ncols=True,
+               disable=not progress or rank != 0)
+    batches = batcher.epoch_batches()
+    bad, tokens, t0 = 0, 0, time.time()
+    model.train()
+    while step < total:
+        batch = next(batches, None)
+        if not _all_have_batch(batch is not None, world):
+            batches = batcher.epoch_batches()  # epoch done (on some rank): all ranks start the next one
+            continue
+        lr = _lr_at(tc, step, total)
+        opt.set_lr(lr)
+        paddle.seed(tc.seed * 1_000_003 + step * world + rank)  # per-step seed: resume-exact dropout/sampling
+        b = _to_tensors(batch)
+        o = model(b["inputs"], b["fwd_targets"], b["bwd_targets"])
+        loss = 0.5 * (o["fwd_nll"] / o["fwd_count"] + o["bwd_nll"] / o["bwd_count"])
+        if _FAULT == f"nan@{step}":
+            loss = loss * float("nan")
+        value = float(loss)
+        if not math.isfinite(value):
+            bad += 1
+            opt.clear_grad()
+            tqdm.write(f"warning: non-finite loss at step {step} (skipped; {bad} in a row)")
+            if bad >= tc.max_bad_steps:
+                raise UserError(f"{bad} consecutive non-finite losses at step {step}: stopping. Lower train.lr "
+                                f"or train.grad_clip; the last good checkpoint in {out} is intact")
+            step += 1
+            continue
+        bad = 0
+        loss.backward()
+        opt.step()
+        opt.clear_grad()
+        step += 1
+        tokens += int(o["fwd_count"])
+        bar.update(1)
+        if rank == 0 and (step % tc.log_every == 0 or step == total):
+            el = max(time.time() - t0, 1e-9)
+            tps = tokens * world / el
+            writer.add_scalar("train/loss", value, step)
+            writer.add_scalar("train/ppl", math.exp(min(value, 50)), step)
+            writer.add_scalar("train/lr", lr, step)
+            writer.add_scalar("train/tokens_per_s", tps, step)
+            bar.set_postfix(loss=f"{value:.3f}", ppl=f"{math.exp(min(value, 50)):.1f}", tok_s=f"{tps:.0f}")
+            tokens, t0 = 0, time.time()
+        if step % tc.eval_every == 0 or step == total:
+            run_eval()
+        if step % tc.save_every == 0 or step == total:
+            save("step")
+        if _FAULT == f"exit@{step}":  # simulate a crash right after this step (reliability tests)
+            os._exit(17)
+    bar.close()
+    if rank == 0:
+        save("final")
+        writer.close()
+        (out / "history.json").write_text(json.dumps(history, indent=1))
+        print(f"done: best dev perplexity {best_ppl:.2f}; model directory {out / 'best'}")
+    return out / "best"
