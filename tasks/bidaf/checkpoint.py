@@ -1,0 +1,85 @@
+"""A trained BiDAF folder: model.safetensors (weights), config.json (sizes + run config), vocab.json.
+
+No pickle anywhere: weights go through safetensors, everything else is JSON.  The frozen biLM's weights
+are not copied in; config.json names the ELMo model folder and it is loaded from there.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import paddle
+
+from elmo_paddle.errors import UserError
+
+from .data import Vocab
+from .model import BiDAF, ModelSizes
+
+WEIGHTS, CONFIG, VOCAB = "model.safetensors", "config.json", "vocab.json"
+
+
+def trainable_state(model: BiDAF) -> dict[str, paddle.Tensor]:
+    """State dict without the frozen biLM (ELMo parameters that do not train)."""
+    frozen = set()
+    if model.elmo is not None:
+        frozen = {f"elmo.{k}" for k, v in model.elmo.state_dict().items() if v.stop_gradient}
+    return {k: v.contiguous() if hasattr(v, "contiguous") else v
+            for k, v in model.state_dict().items() if k not in frozen}
+
+
+def save_model(model: BiDAF, out_dir: str | Path, chars: Vocab, words: Vocab, config: dict[str, Any]) -> None:
+    """Write the three files of a model folder (overwriting)."""
+    from safetensors.paddle import save_file
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(trainable_state(model), str(out / WEIGHTS))
+    (out / CONFIG).write_text(json.dumps({"sizes": dataclasses.asdict(model.sizes), "config": config},
+                                         ensure_ascii=False, indent=1), encoding="utf-8")
+    (out / VOCAB).write_text(json.dumps({"chars": chars.to_json(), "words": words.to_json()}, ensure_ascii=False),
+                             encoding="utf-8")
+
+
+def _read(path: Path) -> Any:
+    if not path.is_file():
+        raise UserError(f"{path} is missing: is {path.parent} a BiDAF model folder written by tasks.bidaf.finetune?")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UserError(f"{path} is not valid JSON ({e})") from None
+
+
+def load_model(model_dir: str | Path) -> tuple[BiDAF, Vocab, Vocab, dict[str, Any]]:
+    """Rebuild the network from a model folder; returns (model in eval mode, chars, words, run config)."""
+    from safetensors.paddle import load_file
+
+    d = Path(model_dir)
+    if not d.is_dir():
+        raise UserError(f"model folder {d} does not exist")
+    cfg, voc = _read(d / CONFIG), _read(d / VOCAB)
+    try:
+        sizes = ModelSizes(**cfg["sizes"])
+        chars = Vocab.from_json(voc["chars"], str(d / VOCAB))
+        words = Vocab.from_json(voc["words"], str(d / VOCAB))
+    except (KeyError, TypeError) as e:
+        raise UserError(f"{d}: config.json/vocab.json do not describe a BiDAF model ({e})") from None
+    run_cfg = cfg.get("config", {})
+    elmo = None
+    if sizes.elmo_dim:
+        from .finetune import build_elmo  # the same construction as in training
+        elmo = build_elmo(run_cfg)
+    model = BiDAF(sizes, elmo)
+    if not (d / WEIGHTS).is_file():
+        raise UserError(f"{d / WEIGHTS} is missing")
+    try:
+        state = load_file(str(d / WEIGHTS))
+    except Exception as e:  # safetensors raises its own error types for corrupt headers
+        raise UserError(f"{d / WEIGHTS} is not a readable safetensors file ({e})") from None
+    model.set_state_dict(state)
+    want = set(trainable_state(model))
+    if want - set(state):
+        raise UserError(f"{d / WEIGHTS} lacks weights {sorted(want - set(state))[:3]}...: wrong model folder?")
+    model.eval()
+    return model, chars, words, run_cfg
