@@ -59,7 +59,8 @@ def fit(model: paddle.nn.Layer,
         save_best: Callable[[paddle.nn.Layer, dict[str, float]], None] | None = None,
         hparams: dict[str, Any] | None = None,
         batch_size_of: Callable[[Any], int] | None = None,
-        desc: str = "train") -> FitResult:
+        desc: str = "train",
+        stop_at: float | None = None) -> FitResult:
     """Train `model` and keep the best dev result.
 
     Args:
@@ -73,6 +74,7 @@ def fit(model: paddle.nn.Layer,
         save_best: called with the model and metrics each time the dev metric improves.
         hparams: recorded in VisualDL's hparams view (gamma, dropout, ELMo model, train fraction, seed...).
         batch_size_of: number of examples in a batch, for the examples/s scalar.
+        stop_at: stop as soon as the dev metric reaches this value (e.g. 1.0 when overfitting a tiny set).
     """
     from visualdl import LogWriter
 
@@ -82,10 +84,10 @@ def fit(model: paddle.nn.Layer,
     best_step, step, evals_since_best = -1, 0, 0
     history: list[dict[str, float]] = []
     train_seconds = 0.0
-    stop = False
+    stop = reached = False
     with LogWriter(logdir=str(run_dir)) as writer:
         def run_eval() -> None:
-            nonlocal best, best_step, evals_since_best
+            nonlocal best, best_step, evals_since_best, reached
             model.eval()
             with paddle.no_grad():
                 m = evaluate(model)
@@ -100,6 +102,8 @@ def fit(model: paddle.nn.Layer,
                     save_best(model, m)
             else:
                 evals_since_best += 1
+            if stop_at is not None and best[metric] >= stop_at:
+                reached = True
 
         model.train()
         total = max_steps
@@ -130,7 +134,7 @@ def fit(model: paddle.nn.Layer,
                     train_seconds += time.time() - t0
                     run_eval()
                     t0, n_ex = time.time(), 0
-                    if patience is not None and evals_since_best >= patience:
+                    if (patience is not None and evals_since_best >= patience) or reached:
                         stop = True
                 if max_steps is not None and step >= max_steps:
                     stop = True
@@ -139,7 +143,7 @@ def fit(model: paddle.nn.Layer,
             train_seconds += time.time() - t0
             if not eval_every or (stop and (not history or history[-1]["step"] != step)):
                 run_eval()
-                if patience is not None and evals_since_best >= patience:
+                if (patience is not None and evals_since_best >= patience) or reached:
                     stop = True
             if stop:
                 break

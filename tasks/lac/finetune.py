@@ -1,0 +1,222 @@
+"""Train the LAC tagger (baseline or +ELMo) and evaluate the best-by-dev-F1 checkpoint on test.
+
+    python -m tasks.lac.finetune --config configs/lac.yaml [--elmo-model DIR] [--dataset pd1998|msra|lac]
+        [--train-fraction F] [--seed S] [--run-name NAME] [--overfit N] [--data-dir D] [--epochs E]
+        [--max-steps N] [key=value ...]
+
+Writes runs/lac/<run-name>/: VisualDL logs (train loss/lr/speed, dev P/R/F1 per eval, hparams),
+best/ (model.safetensors, config.json, vocab.json, tags.json), history.json and metrics.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from elmo_paddle.config import load_config, to_dict
+from elmo_paddle.errors import UserError, cli
+
+from .data import DATASETS, Example, Rejects, load_dataset, split_long, subsample
+
+
+@dataclass
+class LacConfig:
+    """Every setting of a LAC run (configs/lac.yaml; command-line flags and key=value override it)."""
+
+    dataset: str = "pd1998"
+    data_dir: Optional[str] = None
+    train_fraction: float = 1.0
+    seed: int = 1
+    max_len: int = 150            # longer sentences are cut at punctuation/word boundaries
+    min_char_freq: int = 1
+    lac_names: bool = True        # PD: nr/ns/nt/t -> PER/LOC/ORG/TIME
+    merge_names: bool = True      # PD: 江/nr 泽民/nr -> one PER word
+    pd_compound: str = "inner"    # PD: [..]nt compounds -> inner words | one 'outer' word
+    emb_dim: int = 128
+    hidden_dim: int = 128
+    num_layers: int = 2
+    dropout: float = 0.1
+    lr: float = 1e-3
+    crf_lr: float = 0.2           # LAC's crf_learning_rate multiplier
+    clip_norm: float = 5.0
+    batch_size: int = 32
+    epochs: int = 5
+    max_steps: Optional[int] = None
+    eval_every: int = 0           # steps; 0 = once per epoch
+    patience: Optional[int] = None
+    max_dev_sentences: int = 0    # 0 = whole dev set
+    elmo_model: Optional[str] = None
+    elmo_gamma: float = 1.0
+    elmo_dropout: float = 0.5
+    elmo_at_output: bool = False
+    elmo_l2: float = 0.0
+    overfit: int = 0              # >0: train and evaluate on the first N train sentences
+    overfit_dropout: float = 0.5
+    overfit_epochs: int = 300
+    run_name: Optional[str] = None
+    runs_dir: str = "runs/lac"
+    threads: int = 2
+
+
+def default_run_name(cfg: LacConfig) -> str:
+    """dataset-variant-fraction-seed, so runs of one setting overlay in `visualdl --logdir runs/lac`."""
+    variant = "elmo" if cfg.elmo_model else "base"
+    if cfg.elmo_model and cfg.elmo_at_output:
+        variant += "out"
+    name = f"{cfg.dataset}-{variant}-f{cfg.train_fraction:g}-s{cfg.seed}"
+    return name + (f"-overfit{cfg.overfit}" if cfg.overfit else "")
+
+
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    ap = argparse.ArgumentParser(
+        prog="python -m tasks.lac.finetune", description=__doc__.split("\n\n")[0],
+        epilog="Any other config key can be set as key=value (e.g. lr=0.002 dropout=0.3); see LacConfig.")
+    ap.add_argument("--config", help="YAML config (e.g. configs/lac.yaml); defaults are LacConfig's")
+    ap.add_argument("--elmo-model", help="pretrained ELMo model dir: train the +ELMo variant")
+    ap.add_argument("--dataset", choices=DATASETS, help="pd1998 (default), msra or lac (Baidu samples)")
+    ap.add_argument("--train-fraction", type=float, help="deterministic random subsample of train by seed "
+                    "(e.g. 0.05, 0.2, 1.0)")
+    ap.add_argument("--seed", type=int, help="seed for subsampling, init and shuffling")
+    ap.add_argument("--run-name", help="log/checkpoint folder under runs/lac (default from dataset/variant/"
+                    "fraction/seed)")
+    ap.add_argument("--overfit", type=int, metavar="N", help="train on N sentences with high dropout until "
+                    "they are fitted; reports train F1")
+    ap.add_argument("--data-dir", help="data folder (else $ELMO_PADDLE_DATA, else ../shared/data)")
+    ap.add_argument("--epochs", type=int, help="training epochs")
+    ap.add_argument("--max-steps", type=int, help="stop after N optimizer steps")
+    ap.add_argument("overrides", nargs="*", metavar="key=value", help="override any config key")
+    ns = ap.parse_args(argv)
+    flags = {"elmo_model": ns.elmo_model, "dataset": ns.dataset, "train_fraction": ns.train_fraction,
+             "seed": ns.seed, "run_name": ns.run_name, "overfit": ns.overfit, "data_dir": ns.data_dir,
+             "epochs": ns.epochs, "max_steps": ns.max_steps}
+    return ns, list(ns.overrides) + [f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None]
+
+
+def prepare(cfg: LacConfig, rejects: Rejects) -> tuple[list[Example], list[Example], list[Example], list[str], bool]:
+    """Read, subsample, split long sentences; overfit mode uses its N train sentences as dev too."""
+    splits = load_dataset(cfg.dataset, cfg.data_dir, rejects, lac_names=cfg.lac_names,
+                          merge_names=cfg.merge_names, pd_compound=cfg.pd_compound)
+    cut = lambda exs: [p for e in exs for p in split_long(e, cfg.max_len)]  # noqa: E731
+    train = cut(subsample(splits.train, cfg.train_fraction, cfg.seed))
+    dev, test = cut(splits.dev), cut(splits.test)
+    if cfg.max_dev_sentences:
+        dev = dev[:cfg.max_dev_sentences]
+    if cfg.overfit:
+        train = train[:cfg.overfit]
+        dev = train
+    if not train:
+        raise UserError(f"no usable training sentences in {cfg.dataset} (see the warnings above)")
+    return train, dev, test, splits.tags, splits.has_segmentation
+
+
+def evaluate(model, examples: list[Example], vocab, tag_index: dict[str, int], tags: list[str],
+             batch_size: int, segmentation: bool) -> dict[str, float]:
+    """Chunk metrics of Viterbi decoding over `examples`."""
+    from .batching import example_batches
+    from .metrics import ChunkMetrics
+    from .model import batch_tensors
+
+    metrics = ChunkMetrics(segmentation=segmentation)
+    for b in example_batches(examples, vocab, tag_index, batch_size * 2):
+        ids, lengths = batch_tensors(b.char_ids, b.lengths)
+        elmo_ids = model.elmo.batch_to_ids(b.tokens) if model.elmo is not None else None
+        for row, path in zip(b.index, model.decode(ids, lengths, elmo_ids)):
+            metrics.update(examples[row].tags, [tags[i] for i in path])
+    return metrics.result()
+
+
+@cli
+def main(argv: list[str] | None = None) -> int:
+    ns, overrides = parse_args(argv)
+    cfg = load_config(LacConfig, ns.config, overrides)
+    if cfg.dataset not in DATASETS:
+        raise UserError(f"unknown dataset {cfg.dataset!r}; choose one of {', '.join(DATASETS)}")
+    if not 0 < cfg.train_fraction <= 1:
+        raise UserError(f"--train-fraction must be in (0, 1], got {cfg.train_fraction}")
+    if cfg.overfit:
+        cfg.dropout = cfg.overfit_dropout
+        cfg.epochs = max(cfg.epochs, cfg.overfit_epochs) if ns.epochs is None else cfg.epochs
+    cfg.run_name = cfg.run_name or default_run_name(cfg)
+
+    rejects = Rejects()
+    train, dev, test, tags, has_seg = prepare(cfg, rejects)
+    rejects.warn()
+
+    import numpy as np
+    import paddle
+
+    from tasks.common.trainer import fit
+
+    from .batching import Vocab, example_batches
+    from .checkpoint import build_tagger, load_model, save_model
+    from .model import batch_tensors
+
+    paddle.set_device("cpu") if not paddle.is_compiled_with_cuda() else None
+    paddle.set_num_threads(cfg.threads) if hasattr(paddle, "set_num_threads") else None
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    paddle.seed(cfg.seed)
+
+    vocab = Vocab.build((e.chars for e in train), cfg.min_char_freq)
+    tag_index = {t: i for i, t in enumerate(tags)}
+    model = build_tagger(to_dict(cfg), len(vocab), len(tags))
+    clip = paddle.nn.ClipGradByGlobalNorm(cfg.clip_norm) if cfg.clip_norm > 0 else None
+    optimizer = paddle.optimizer.Adam(cfg.lr, parameters=[p for p in model.parameters() if not p.stop_gradient],
+                                      grad_clip=clip)
+    run_dir = Path(cfg.runs_dir) / cfg.run_name
+    best_dir = run_dir / "best"
+    print(f"{cfg.run_name}: {len(train)} train / {len(dev)} dev / {len(test)} test sentences, "
+          f"{len(vocab)} chars, {len(tags)} tags -> {run_dir}", file=sys.stderr)
+
+    def batches(epoch: int):
+        return example_batches(train, vocab, tag_index, cfg.batch_size, seed=cfg.seed * 1000 + epoch)
+
+    def loss_fn(m, b):
+        ids, lengths, tag_ids = batch_tensors(b.char_ids, b.lengths, b.tag_ids)
+        elmo_ids = m.elmo.batch_to_ids(b.tokens) if m.elmo is not None else None
+        return m.loss(ids, lengths, tag_ids, elmo_ids)
+
+    cfg_dict = to_dict(cfg)
+    hparams = {"dataset": cfg.dataset, "elmo_model": cfg.elmo_model or "none", "elmo_gamma": cfg.elmo_gamma,
+               "elmo_dropout": cfg.elmo_dropout, "elmo_at_output": int(cfg.elmo_at_output),
+               "train_fraction": cfg.train_fraction, "seed": cfg.seed, "dropout": cfg.dropout, "lr": cfg.lr,
+               "overfit": cfg.overfit}
+    t0 = time.time()
+    result = fit(model, optimizer, batches, loss_fn,
+                 lambda m: evaluate(m, dev, vocab, tag_index, tags, cfg.batch_size, has_seg),
+                 run_dir=run_dir, metric="f1", epochs=cfg.epochs, max_steps=cfg.max_steps,
+                 eval_every=cfg.eval_every, patience=cfg.patience,
+                 save_best=lambda m, _: save_model(best_dir, m, cfg_dict, vocab, tags),
+                 hparams=hparams, batch_size_of=len, desc=cfg.run_name,
+                 stop_at=1.0 if cfg.overfit else None)
+    wall = time.time() - t0
+
+    out = {"run_name": cfg.run_name, "best_dev": result.best, "best_step": result.best_step,
+           "steps": result.steps, "train_seconds": round(result.train_seconds, 1), "wall_seconds": round(wall, 1),
+           "train_sentences": len(train), "dev_sentences": len(dev), "test_sentences": len(test),
+           "rejected_input": dict(rejects.counts), "config": cfg_dict}
+    best_model = load_model(best_dir, elmo=model.elmo)[0]
+    if cfg.overfit:
+        out["train"] = evaluate(best_model, train, vocab, tag_index, tags, cfg.batch_size, has_seg)
+        summary = f"train F1 {out['train']['f1']:.4f} after {result.steps} steps"
+    else:
+        out["test"] = evaluate(best_model, test, vocab, tag_index, tags, cfg.batch_size, has_seg)
+        t = out["test"]
+        summary = (f"test P/R/F1 {t['precision']:.4f}/{t['recall']:.4f}/{t['f1']:.4f}"
+                   + (f", seg F1 {t['seg_f1']:.4f}" if "seg_f1" in t else "")
+                   + "".join(f", {k[:-3]} F1 {v:.4f}" for k, v in t.items()
+                             if k.endswith("_f1") and k != "seg_f1"))
+    (run_dir / "metrics.json").write_text(json.dumps(out, indent=1, ensure_ascii=False), encoding="utf-8")
+    print(f"{cfg.run_name}: best dev F1 {result.best.get('f1', 0):.4f} at step {result.best_step}; {summary}; "
+          f"model {best_dir}", file=sys.stderr)
+    print(json.dumps({"run_name": cfg.run_name, **{k: v for k, v in out.items() if k in ("test", "train")}}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
