@@ -1,0 +1,230 @@
+"""The ELMo representation layer: a frozen pretrained biLM + trainable scalar mixes, for task models.
+
+    elmo = Elmo(model_dir, num_output_representations=1, dropout=0.5)
+    ids = elmo.batch_to_ids([["我", "爱", "北", "京"], ["你", "好"]])   # int64 [B, T], 0 = padding
+    out = elmo(ids)   # {'elmo_representations': [Tensor [B, T, elmo.output_dim]] * n, 'mask': bool [B, T]}
+    loss = task_loss + elmo.l2_penalty()
+
+How it works (as bilm-tf / AllenNLP):
+  * each sentence is wrapped as `<S> tokens </S>` before the biLM and the two boundary positions are removed
+    from the outputs, so output position t is input token t;
+  * the biLM gives 3 layers `[B, T, 2P]` (token layer duplicated to [x; x], LSTM 1, LSTM 2; the backward
+    states already in sentence order); `encode(ids)` stacks them as `[B, 3, T, 2P]`, padding zeroed;
+  * each of the `num_output_representations` ScalarMix'es turns them into one `[B, T, 2P]` vector per token
+    (separate mixes, e.g. one at the input and one at the output of a task RNN), then dropout.
+
+Frozen biLM.  The biLM is *not* a sublayer of `Elmo`: `elmo.parameters()` / `state_dict()` hold only the
+mixes (plus the top LSTM layers if `requires_grad_top_layers > 0`), every biLM weight has
+`stop_gradient=True`, and the biLM stays in eval mode whatever `elmo.train()` does (its dropout never runs).
+Task checkpoints therefore stay small; the biLM is reloaded from its model directory.
+
+Determinism.  No state is carried between calls and padding cannot reach real positions (the forward LSTM
+reads padding only after the sentence, the backward LSTM reads each sentence reversed in place and padding
+after it), so a sentence gets the same vectors alone or in any batch (up to float rounding of batched
+matmuls, ~1e-6).  Layer norm, if enabled, uses per-sentence statistics for the same reason.
+
+Length.  The biLM has no hard length limit (its LSTM is unrolled over T); cost is linear in T.  It was
+trained on windows of `train.seq_len` tokens, so very long sentences are outside its training
+distribution -- `ElmoEmbedder` cuts them into chunks of `max_length` tokens.
+"""
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import numpy as np
+import paddle
+import paddle.nn as nn
+
+from .bilm import BiLM
+from .errors import UserError
+from .scalar_mix import ScalarMix
+from .text import normalize_width, tokenize
+from .trainer_lm import load_bilm
+from .vocab import Vocab
+
+
+def sentences_to_token_lists(sentences: Sequence[str] | Sequence[Sequence[str]], unit: str) -> list[list[str]]:
+    """Strings are tokenised with the model's unit; token lists are width-normalised and checked.
+
+    For a char-unit model every token must be one character (whitespace characters are allowed and map to
+    `<UNK>`, so character offsets stay aligned).  Raises UserError for bad input.
+    """
+    if isinstance(sentences, (str, bytes)):
+        raise UserError("expected a list of sentences (strings or token lists), got a single string")
+    out = []
+    for i, s in enumerate(sentences):
+        if isinstance(s, str):
+            out.append(tokenize(s, unit))
+            continue
+        if isinstance(s, (bytes, int, float)) or s is None:
+            raise UserError(f"sentence {i}: expected a string or a list of token strings, got {type(s).__name__}")
+        toks = []
+        for tok in s:
+            if not isinstance(tok, str):
+                raise UserError(f"sentence {i}: tokens must be strings, got {type(tok).__name__} {tok!r}")
+            if not tok:
+                raise UserError(f"sentence {i}: empty token")
+            if unit == "char" and len(tok) != 1:
+                raise UserError(f"sentence {i}: token {tok!r} has {len(tok)} characters, but this is a "
+                                "character-level model: pass one character per token (or the raw string)")
+            toks.append(normalize_width(tok))
+        out.append(toks)
+    return out
+
+
+def ids_array(token_lists: Sequence[Sequence[str]], vocab: Vocab, min_len: int = 1) -> np.ndarray:
+    """Token lists -> int64 `[B, max(min_len, longest)]`, 0-padded; unknown tokens -> `<UNK>` (id 3)."""
+    T = max([min_len] + [len(t) for t in token_lists])
+    ids = np.zeros((len(token_lists), T), dtype="int64")
+    for b, toks in enumerate(token_lists):
+        ids[b, :len(toks)] = vocab.encode(toks)
+    return ids
+
+
+def wrap_with_boundaries(ids: paddle.Tensor) -> tuple[paddle.Tensor, paddle.Tensor]:
+    """`[B, T]` ids (0 = pad) -> (`[B, T + 2]` `<S> ids </S>` then padding, lengths + 2)."""
+    B = ids.shape[0]
+    lengths = (ids != 0).astype("int64").sum(-1)
+    bos = paddle.full([B, 1], Vocab.bos_id, dtype="int64")
+    pad = paddle.zeros([B, 1], dtype="int64")
+    wrapped = paddle.concat([bos, ids.astype("int64"), pad], axis=1)
+    pos = paddle.arange(wrapped.shape[1], dtype="int64").unsqueeze(0)
+    wrapped = paddle.where(pos == (lengths + 1).unsqueeze(1), paddle.full_like(wrapped, Vocab.eos_id), wrapped)
+    return wrapped, lengths + 2
+
+
+class Elmo(nn.Layer):
+    """ELMo layer over a frozen pretrained biLM.
+
+    Args:
+        model_dir: a model directory (or a pretraining output dir: its best/, else final/).
+        num_output_representations: number of separate scalar mixes (outputs).
+        dropout: dropout on each mixed output (active in `train()` mode only).
+        gamma_init: initial gamma of every mix.
+        layer_norm: normalise each biLM layer (per sentence, masked) before mixing.
+        l2_coef: `l2_penalty()` = l2_coef * sum over mixes of ||w||^2 (bilm-tf convention; see scalar_mix).
+        requires_grad_top_layers: unfreeze this many of the top LSTM layers (0 = fully frozen biLM).  The
+            unfrozen layers become sublayers of Elmo (in `parameters()` and `state_dict()`); their dropout
+            stays off.  With k > 0 `encode()` outputs change as training goes on: don't cache them.
+        top_layer_only: every mix returns gamma * (top LSTM layer) instead of a weighted sum.
+        verify: check the model files against their manifest checksums when loading.
+    """
+
+    def __init__(self, model_dir: str | os.PathLike, num_output_representations: int = 1, dropout: float = 0.5,
+                 gamma_init: float = 1.0, layer_norm: bool = False, l2_coef: float = 0.0,
+                 requires_grad_top_layers: int = 0, top_layer_only: bool = False, verify: bool = True):
+        super().__init__()
+        if num_output_representations < 1:
+            raise UserError(f"num_output_representations must be >= 1, got {num_output_representations}")
+        if not 0.0 <= dropout < 1.0:
+            raise UserError(f"dropout must be in [0, 1), got {dropout}")
+        bilm, vocab, conf = load_bilm(model_dir, verify=verify)
+        cfg = bilm.cfg
+        if cfg.token_encoder != "embedding":
+            raise UserError(f"{model_dir}: Elmo supports biLMs with token_encoder 'embedding' only "
+                            f"(this one uses {cfg.token_encoder!r})")
+        if not 0 <= requires_grad_top_layers <= cfg.num_layers:
+            raise UserError(f"requires_grad_top_layers must be in 0..{cfg.num_layers}, got {requires_grad_top_layers}")
+        for p in bilm.parameters():
+            p.stop_gradient = True
+        bilm.eval()
+        self.__dict__["_bilm"] = bilm  # deliberately not a sublayer: see the module docstring
+        self.vocab = vocab
+        self.unit = vocab.unit
+        self.config = conf
+        self.num_layers = cfg.num_layers + 1
+        self.output_dim = 2 * cfg.proj_dim
+        self.requires_grad_top_layers = requires_grad_top_layers
+        self.scalar_mixes = nn.LayerList([
+            ScalarMix(self.num_layers, do_layer_norm=layer_norm, gamma_init=gamma_init, l2_coef=l2_coef,
+                      top_layer_only=top_layer_only)
+            for _ in range(num_output_representations)])
+        self.dropout = nn.Dropout(dropout)
+        if requires_grad_top_layers:
+            tuned = list(bilm.lstm.layers)[-requires_grad_top_layers:]
+            for layer in tuned:
+                for p in layer.parameters():
+                    p.stop_gradient = False
+            self.tuned_lstm_layers = nn.LayerList(tuned)
+
+    @property
+    def bilm(self) -> BiLM:
+        """The underlying biLM (frozen, eval mode; not a sublayer)."""
+        return self._bilm
+
+    def train(self):  # noqa: D102 - keep the biLM's dropout off whatever the task does
+        super().train()
+        self._bilm.eval()
+        return self
+
+    def eval(self):  # noqa: D102
+        super().eval()
+        self._bilm.eval()
+        return self
+
+    # ---------------------------------------------------------------- inputs
+    def batch_to_ids(self, sentences: Sequence[str] | Sequence[Sequence[str]]) -> paddle.Tensor:
+        """Sentences -> int64 Tensor `[B, T]` (0 = padding, T = max(1, longest)).
+
+        A sentence is a list of tokens (for a char-unit model: single characters) or a raw string, which is
+        tokenised with the model's unit.  Tokens are width-normalised; unknown ones become `<UNK>`.
+        """
+        if len(sentences) == 0:
+            raise UserError("no sentences given (empty list)")
+        return paddle.to_tensor(ids_array(sentences_to_token_lists(sentences, self.unit), self.vocab))
+
+    # ---------------------------------------------------------------- the biLM
+    def _layers(self, ids: paddle.Tensor) -> paddle.Tensor:
+        if not isinstance(ids, paddle.Tensor):
+            ids = paddle.to_tensor(np.asarray(ids, dtype="int64"))
+        if ids.ndim != 2:
+            raise UserError(f"ids must be [batch, time], got shape {list(ids.shape)}")
+        T = ids.shape[1]
+        wrapped, lengths = wrap_with_boundaries(ids)
+        layers = self._bilm(wrapped, lengths=lengths)
+        stacked = paddle.stack([h[:, 1:T + 1] for h in layers], axis=1)  # [B, L, T, D]
+        mask = (ids != 0).astype(stacked.dtype).reshape([ids.shape[0], 1, T, 1])
+        return stacked * mask
+
+    def encode(self, ids: paddle.Tensor) -> paddle.Tensor:
+        """Frozen biLM activations `[B, num_layers, T, output_dim]` (no gradient; padding is zero)."""
+        with paddle.no_grad():
+            out = self._layers(ids)
+        out.stop_gradient = True
+        return out
+
+    # ---------------------------------------------------------------- the mixes
+    def mix_layers(self, layers: paddle.Tensor, mask: paddle.Tensor) -> dict:
+        """The output dict of `forward` from (possibly cached) `encode` output and the `[B, T]` token mask.
+
+        If `layers` has more time steps than `mask` it is cut, if fewer it is zero-padded.
+        """
+        if not isinstance(layers, paddle.Tensor):
+            layers = paddle.to_tensor(np.asarray(layers, dtype="float32"))
+        if layers.ndim != 4 or layers.shape[1] != self.num_layers:
+            raise UserError(f"layers must be [B, {self.num_layers}, T, D], got {list(layers.shape)}")
+        mask = mask.astype("bool")
+        T = mask.shape[1]
+        if layers.shape[2] > T:
+            layers = layers[:, :, :T]
+        elif layers.shape[2] < T:
+            B, L, t, D = layers.shape
+            layers = paddle.concat([layers, paddle.zeros([B, L, T - t, D], dtype=layers.dtype)], axis=2)
+        m = mask.astype(layers.dtype).unsqueeze(-1)
+        reps = [self.dropout(mix(layers, mask)) * m for mix in self.scalar_mixes]
+        return {"elmo_representations": reps, "mask": mask}
+
+    def forward(self, ids: paddle.Tensor) -> dict:
+        """`{'elmo_representations': [Tensor [B, T, output_dim]] * n, 'mask': bool Tensor [B, T]}`."""
+        if not isinstance(ids, paddle.Tensor):
+            ids = paddle.to_tensor(np.asarray(ids, dtype="int64"))
+        layers = self._layers(ids) if self.requires_grad_top_layers else self.encode(ids)
+        return self.mix_layers(layers, ids != 0)
+
+    def l2_penalty(self) -> paddle.Tensor:
+        """Sum of the mixes' penalties, l2_coef * ||w||^2 each: add it to the task loss."""
+        total = self.scalar_mixes[0].l2_penalty()
+        for mix in list(self.scalar_mixes)[1:]:
+            total = total + mix.l2_penalty()
+        return total
