@@ -9,3 +9,9 @@ _os.environ.setdefault("KMP_BLOCKTIME", "0")
 _os.environ.setdefault("GLOG_minloglevel", "2")
 
 __version__ = "0.1.0"
+
+import warnings as _warnings
+
+# noise printed on every paddle import, not actionable by our users
+_warnings.filterwarnings("ignore", message="No ccache found")
+_warnings.filterwarnings("ignore", message="Setuptools is replacing distutils")

@@ -7,6 +7,16 @@ position and the per-step random seeds are all restored.
 """
 from __future__ import annotations
 
+if __name__ == "__main__" and not __package__:
+    # run as a script path (paddle.distributed.launch takes a file, not -m): make relative imports work
+    import sys as _sys
+    from pathlib import Path as _Path
+
+    _sys.path.insert(0, str(_Path(__file__).resolve().parent.parent))
+    import elmo_paddle  # noqa: F401  (sets the MKL environment before paddle loads)
+
+    __package__ = "elmo_paddle"
+
 import argparse
 import math
 import os

@@ -6,6 +6,7 @@ breaks character offsets (CMRC2018 answer_start).  The same mapping is applied e
 """
 from __future__ import annotations
 
+import codecs
 import gzip
 import io
 import logging
@@ -114,33 +115,45 @@ def iter_file_lines(path: Path, stats: ReadStats | None = None, max_chars: int =
                 if not raw:
                     break
                 pieces = [raw]
-                while not raw.endswith(b"\n"):  # an over-long line: keep reading it in bounded pieces
-                    raw = fh.readline(chunk_bytes)
-                    if not raw:
+                while not pieces[-1].endswith(b"\n"):  # an over-long line: keep reading it in bounded pieces
+                    more = fh.readline(chunk_bytes)
+                    if not more:
                         break
-                    pieces.append(raw)
+                    pieces.append(more)
                     if len(pieces) == 2:
                         stats.note("split_long", f"{path}:{lineno + 1}")
                 lineno += 1
                 if lineno <= start_line:
                     continue
                 stats.lines += 1
-                for piece in pieces:
+                if len(pieces) == 1:
                     try:
-                        text = piece.decode("utf-8")
+                        text = normalize_width(pieces[0].decode("utf-8").strip())
                     except UnicodeDecodeError:
-                        # a piece boundary may cut a multi-byte character: retry leniently only then
-                        text = piece.decode("utf-8", errors="ignore") if len(pieces) > 1 else None
-                        if text is None:
-                            stats.note("bad_utf8", f"{path}:{lineno}")
-                            break
-                    text = normalize_width(text.strip())
+                        stats.note("bad_utf8", f"{path}:{lineno}")
+                        continue
                     if not text:
-                        if len(pieces) == 1:
-                            stats.note("empty", f"{path}:{lineno}")
+                        stats.note("empty", f"{path}:{lineno}")
                         continue
                     for i in range(0, len(text), max_chars):
                         yield lineno, text[i:i + max_chars]
+                    continue
+                # an over-long line: decode incrementally (a piece boundary may cut a character)
+                dec = codecs.getincrementaldecoder("utf-8")()
+                buf = ""
+                try:
+                    for k, piece in enumerate(pieces):
+                        buf += normalize_width(dec.decode(piece, final=k == len(pieces) - 1))
+                        while len(buf) >= 2 * max_chars:
+                            chunk, buf = buf[:max_chars].strip(), buf[max_chars:]
+                            if chunk:
+                                yield lineno, chunk
+                except UnicodeDecodeError:
+                    stats.note("bad_utf8", f"{path}:{lineno}")
+                    continue
+                buf = buf.strip()
+                for i in range(0, len(buf), max_chars):
+                    yield lineno, buf[i:i + max_chars]
     except gzip.BadGzipFile as e:
         raise UserError(f"{path}: not a valid gzip file ({e})") from None
 

@@ -216,9 +216,10 @@ def run_pretraining(cfg: PretrainConfig, resume: bool = False, progress: bool = 
     dev_iter = lambda: dev_batches(info, vocab, 32, 256, cfg.data.eval_max_lines)  # noqa: E731
 
     def save(kind: str) -> None:
-        # every rank must take part (gathers data positions); rank 0 writes
+        # step checkpoints: every rank takes part (gathers data positions); rank 0 writes.
+        # best/final are written by rank 0 alone and need no data position.
         states = [batcher.state()]
-        if world > 1:
+        if world > 1 and kind == "step":
             states = []
             paddle.distributed.all_gather_object(states, batcher.state())
         if rank != 0:
@@ -311,6 +312,14 @@ def run_pretraining(cfg: PretrainConfig, resume: bool = False, progress: bool = 
         if _FAULT == f"exit@{step}":  # simulate a crash right after this step (reliability tests)
             os._exit(17)
     bar.close()
+    if world > 1:
+        # data parallelism must keep every rank's weights identical: check it rather than assume it
+        sums: list = []
+        paddle.distributed.all_gather_object(sums, [float(p.astype("float64").abs().sum()) for p in bilm.parameters()])
+        if rank == 0:
+            if any(s != sums[0] for s in sums[1:]):
+                raise UserError("parameters differ across ranks after training: the data-parallel run went out of sync")
+            print(f"parameters identical across {world} ranks (checksum {sum(sums[0]):.6f})")
     if rank == 0:
         save("final")
         writer.close()
