@@ -203,6 +203,11 @@ def char_words(text: str) -> list[str]:
     return out
 
 
+def word_sequence(per_char: Sequence[str]) -> list[str]:
+    """Collapse the per-character word list back to one entry per word (for counting word frequencies)."""
+    return [w for i, w in enumerate(per_char) if i == 0 or w != per_char[i - 1]]
+
+
 class Vocab:
     """Token -> id with <PAD>=0, <UNK>=1; saved as JSON next to the model."""
 

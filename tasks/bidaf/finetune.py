@@ -26,7 +26,8 @@ from elmo_paddle.config import load_config, to_dict
 from elmo_paddle.data_dir import data_path
 from elmo_paddle.errors import UserError, cli
 
-from .data import LoadStats, QAExample, Vocab, encode_batch, load_squad, make_features, references
+from .data import (LoadStats, QAExample, Vocab, encode_batch, load_squad, make_features, references,
+                   word_sequence)
 from .metric import evaluate_predictions
 from .model import BiDAF, ModelSizes
 
@@ -106,7 +107,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, help="number of passes over the training questions")
     p.add_argument("--max-steps", type=int, help="stop after this many optimiser steps (for smoke runs)")
     p.add_argument("overrides", nargs="*", help="config overrides key=value, e.g. hidden=100 lr=0.002")
-    return p.parse_args(argv)
+    return p.parse_intermixed_args(argv)  # overrides may come before or after the flags
 
 
 def load_run_config(args: argparse.Namespace) -> BidafConfig:
@@ -167,7 +168,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # vocabularies from the training questions only (test text never shapes the model)
     chars = Vocab.build([f.c_chars + f.q_chars for f in train_f])
-    words = Vocab.build([f.c_words + f.q_words for f in train_f], cfg.word_min_count, cfg.word_max_size)
+    # a word broadcast to its n characters counts once, not n times
+    words = Vocab.build([word_sequence(f.c_words) + word_sequence(f.q_words) for f in train_f],
+                        cfg.word_min_count, cfg.word_max_size)
 
     elmo, cache = None, None
     if cfg.elmo_model:
