@@ -185,3 +185,21 @@ def test_cli_user_mistakes_exit_2(tmp_path, capsys):
     assert predict_main(["--model", str(tmp_path / "none"), "--context", "x", "--question", "y"]) == 2
     err = capsys.readouterr().err
     assert err.count("error: ") == 2 and "Traceback" not in err
+
+
+def test_finetune_with_real_elmo(tmp_path, tiny_model_dir):
+    """The real Elmo layer (tiny pretrained biLM from conftest) through finetune and predict."""
+    pytest.importorskip("elmo_paddle.elmo")
+    d = tmp_path / "data" / "cmrc2018"
+    d.mkdir(parents=True)
+    for name, ex in (("train", _examples(6, 1)), ("trial", _examples(3, 2)), ("dev", _examples(3, 3))):
+        _write_split(d / f"cmrc2018_{name}.json", ex)
+    args = ["--data-dir", str(tmp_path / "data"), "--run-name", "e", "--max-steps", "2",
+            "--elmo-model", str(tiny_model_dir), f"runs_dir={tmp_path / 'runs'}", "elmo_at_modeling=true",
+            "train_file=cmrc2018/cmrc2018_train.json", "dev_file=cmrc2018/cmrc2018_trial.json",
+            "test_file=cmrc2018/cmrc2018_dev.json", "hidden=8", "char_dim=8", "word_dim=8", "batch_size=3"]
+    assert finetune.main(args) == 0
+    m = json.loads((tmp_path / "runs" / "e" / "metrics.json").read_text(encoding="utf-8"))
+    assert m["test"]["TOTAL"] == 3 and m["elmo_cache"]["entries"] > 0
+    assert predict_main(["--model", str(tmp_path / "runs" / "e" / "model"), "--context", "北京 大学",
+                         "--question", "哪里"]) == 0

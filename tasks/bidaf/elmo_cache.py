@@ -30,7 +30,8 @@ class ElmoLayerCache:
         t0 = time.time()
         out: list[np.ndarray] = []
         for i in range(0, len(token_lists), self.batch_size):
-            chunk = [list(t) for t in token_lists[i:i + self.batch_size]]
+            # our whitespace placeholder back to the character: a char-unit biLM takes one char per token
+            chunk = [[" " if t == "<SP>" else t for t in toks] for toks in token_lists[i:i + self.batch_size]]
             with paddle.no_grad():
                 layers = self.elmo.encode(self.elmo.batch_to_ids(chunk)).numpy()  # [b, L, T', D]
             out.extend(layers[k, :, :len(toks)].astype(np.float16) for k, toks in enumerate(chunk))

@@ -85,9 +85,13 @@ def build_elmo(cfg: dict[str, Any]) -> Any:
     d = Path(str(cfg["elmo_model"]))
     if not d.is_dir():
         raise UserError(f"ELMo model folder {d} does not exist")
-    return Elmo(str(d), num_output_representations=2 if cfg.get("elmo_at_modeling") else 1,
+    elmo = Elmo(str(d), num_output_representations=2 if cfg.get("elmo_at_modeling") else 1,
                 dropout=float(cfg.get("elmo_dropout", 0.5)), gamma_init=float(cfg.get("elmo_gamma", 1.0)),
                 layer_norm=False, l2_coef=float(cfg.get("elmo_l2", 0.0)))
+    if getattr(elmo, "unit", "char") != "char":
+        # BiDAF's tokens are characters; a word-unit biLM would need word->char broadcasting (not built)
+        raise UserError(f"{d}: BiDAF needs a character-unit ELMo model, this one uses {elmo.unit!r} tokens")
+    return elmo
 
 
 def _resolve(rel: str, data_dir: str | None) -> Path:
