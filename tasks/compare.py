@@ -1,0 +1,172 @@
+"""Baseline vs +ELMo: `python -m tasks.compare runs/` -> Markdown table + PNG plots, table printed.
+
+Reads every `runs/<task>/<run>/metrics.json` (written by the task finetune commands) and `history.json`
+(the dev curve), groups runs by task, training fraction and variant (baseline / +ELMo, from the run's
+config), and reports mean ± sample standard deviation over seeds with the +ELMo - baseline delta.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from elmo_paddle.errors import UserError, cli
+
+# metrics shown per task, in this order (keys of metrics.json's "test"); scores in 0-1 are shown x100
+TASK_METRICS = {
+    "lac": ["f1", "seg_f1", "PER_f1", "LOC_f1", "ORG_f1", "TIME_f1"],
+    "bidaf": ["F1", "EM"],
+}
+
+
+def load_runs(root: Path) -> list[dict[str, Any]]:
+    """One record per finished run: task, name, variant, fraction, seed, test metrics, dev history."""
+    runs = []
+    for m in sorted(root.glob("*/*/metrics.json")):
+        try:
+            data = json.loads(m.read_text(encoding="utf-8"))
+        except ValueError:
+            print(f"warning: {m} is not valid JSON; skipped", file=sys.stderr)
+            continue
+        if "test" not in data:
+            continue  # e.g. an --overfit run
+        cfg = data.get("config", {})
+        hist_file = m.parent / "history.json"
+        hist = json.loads(hist_file.read_text()).get("history", []) if hist_file.is_file() else []
+        runs.append({"task": m.parent.parent.name, "name": m.parent.name,
+                     "variant": "+ELMo" if cfg.get("elmo_model") else "baseline",
+                     "fraction": float(cfg.get("train_fraction", 1.0)), "seed": cfg.get("seed"),
+                     "test": data["test"], "train_seconds": data.get("train_seconds"), "history": hist})
+    return runs
+
+
+def _scale(v: float) -> float:
+    return 100 * v if abs(v) <= 1.0 else v
+
+
+def _fmt(vals: list[float]) -> str:
+    if not vals:
+        return "–"
+    mean = statistics.mean(vals)
+    sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+    return f"{mean:.2f} ± {sd:.2f}"
+
+
+def make_table(runs: list[dict[str, Any]]) -> str:
+    """Markdown: one row per task/fraction/metric, baseline and +ELMo mean ± sd (n seeds), delta."""
+    groups: dict[tuple, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    for r in runs:
+        groups[(r["task"], r["fraction"])][r["variant"]].append(r)
+    lines = ["| task | train fraction | metric | baseline | +ELMo | Δ (+ELMo − baseline) | seeds (base/+ELMo) | train s (base/+ELMo) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for (task, frac) in sorted(groups):
+        g = groups[(task, frac)]
+        metrics = [k for k in TASK_METRICS.get(task, []) if any(k in r["test"] for v in g.values() for r in v)]
+        if not metrics:
+            metrics = sorted({k for v in g.values() for r in v for k, x in r["test"].items()
+                              if isinstance(x, (int, float))})
+        for k in metrics:
+            b = [_scale(r["test"][k]) for r in g.get("baseline", []) if k in r["test"]]
+            e = [_scale(r["test"][k]) for r in g.get("+ELMo", []) if k in r["test"]]
+            delta = f"{statistics.mean(e) - statistics.mean(b):+.2f}" if b and e else "–"
+            ts = "/".join(f"{statistics.mean([r['train_seconds'] for r in g.get(v, [])]):.0f}"
+                          if g.get(v) and all(r["train_seconds"] is not None for r in g[v]) else "–"
+                          for v in ("baseline", "+ELMo"))
+            lines.append(f"| {task} | {frac:g} | {k} | {_fmt(b)} | {_fmt(e)} | {delta} | "
+                         f"{len(g.get('baseline', []))}/{len(g.get('+ELMo', []))} | {ts} |")
+    return "\n".join(lines) + "\n"
+
+
+def make_plots(runs: list[dict[str, Any]], out_dir: Path) -> list[Path]:
+    """Per task: dev-metric curves of every run (baseline vs +ELMo colours) and the learning curve."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    colours = {"baseline": "tab:blue", "+ELMo": "tab:red"}
+    for task in sorted({r["task"] for r in runs}):
+        tr = [r for r in runs if r["task"] == task]
+        key = "f1" if task == "lac" else "F1"
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        seen = set()
+        for r in tr:
+            pts = [(h["step"], _scale(h[key])) for h in r["history"] if key in h]
+            if not pts:
+                continue
+            label = f"{r['variant']} (fraction {r['fraction']:g})"
+            ax.plot(*zip(*pts), color=colours[r["variant"]], alpha=0.35 + 0.65 * r["fraction"],
+                    marker=".", label=None if label in seen else label)
+            seen.add(label)
+        ax.set_xlabel("training step")
+        ax.set_ylabel(f"dev {key}")
+        ax.set_title(f"{task}: dev {key} during training")
+        ax.grid(alpha=0.3)
+        if seen:
+            ax.legend(fontsize=8)
+        p = out_dir / f"{task}_dev_curves.png"
+        fig.tight_layout()
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        written.append(p)
+
+        fig, ax = plt.subplots(figsize=(6, 4.5))
+        for variant in ("baseline", "+ELMo"):
+            fr = sorted({r["fraction"] for r in tr if r["variant"] == variant})
+            if not fr:
+                continue
+            means, sds = [], []
+            for f in fr:
+                v = [_scale(r["test"][key]) for r in tr if r["variant"] == variant and r["fraction"] == f
+                     and key in r["test"]]
+                means.append(statistics.mean(v))
+                sds.append(statistics.stdev(v) if len(v) > 1 else 0.0)
+            ax.errorbar(fr, means, yerr=sds, marker="o", capsize=3, color=colours[variant], label=variant)
+        ax.set_xscale("log")
+        ax.set_xlabel("fraction of training data")
+        ax.set_ylabel(f"test {key}")
+        ax.set_title(f"{task}: learning curve (mean ± sd over seeds)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        p = out_dir / f"{task}_learning_curve.png"
+        fig.tight_layout()
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        written.append(p)
+    return written
+
+
+@cli
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m tasks.compare",
+                                 description="Compare baseline and +ELMo task runs: Markdown table + PNG plots.")
+    ap.add_argument("runs_dir", nargs="?", default="runs", help="folder holding <task>/<run>/metrics.json (default runs)")
+    ap.add_argument("--output", help="where to write comparison.md and the PNGs (default: the runs folder)")
+    ap.add_argument("--no-plots", action="store_true", help="only the table")
+    args = ap.parse_args(argv)
+    root = Path(args.runs_dir)
+    if not root.is_dir():
+        raise UserError(f"runs folder {root} does not exist (run tasks.lac.finetune / tasks.bidaf.finetune first)")
+    runs = load_runs(root)
+    if not runs:
+        raise UserError(f"no finished task runs (*/*/metrics.json with test scores) under {root}")
+    out = Path(args.output or root)
+    out.mkdir(parents=True, exist_ok=True)
+    table = make_table(runs)
+    (out / "comparison.md").write_text("# Baseline vs +ELMo\n\nScores ×100 on each task's test split; "
+                                       "mean ± sd over seeds.\n\n" + table, encoding="utf-8")
+    print(table)
+    if not args.no_plots:
+        for p in make_plots(runs, out):
+            print(f"wrote {p}")
+    print(f"wrote {out / 'comparison.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,56 @@
+import json
+import statistics
+
+import pytest
+
+from tasks.compare import load_runs, main, make_table
+
+
+def _run(root, task, name, elmo, frac, seed, test, hist):
+    d = root / task / name
+    d.mkdir(parents=True)
+    cfg = {"elmo_model": "models/x" if elmo else None, "train_fraction": frac, "seed": seed}
+    (d / "metrics.json").write_text(json.dumps({"test": test, "config": cfg, "train_seconds": 10.0}))
+    (d / "history.json").write_text(json.dumps({"history": hist}))
+
+
+@pytest.fixture
+def runs(tmp_path):
+    for s, (b, e) in enumerate([(0.80, 0.84), (0.82, 0.85), (0.81, 0.86)]):
+        _run(tmp_path, "lac", f"base-s{s}", False, 0.2, s, {"f1": b, "seg_f1": b + 0.1},
+             [{"step": 10, "f1": b - 0.1}, {"step": 20, "f1": b}])
+        _run(tmp_path, "lac", f"elmo-s{s}", True, 0.2, s, {"f1": e, "seg_f1": e + 0.1},
+             [{"step": 10, "f1": e - 0.1}, {"step": 20, "f1": e}])
+    _run(tmp_path, "bidaf", "base-s0", False, 1.0, 0, {"F1": 50.0, "EM": 30.0}, [{"step": 5, "F1": 40.0}])
+    return tmp_path
+
+
+def test_table_means_sd_and_delta(runs):
+    table = make_table(load_runs(runs))
+    base = [80.0, 82.0, 81.0]
+    elmo = [84.0, 85.0, 86.0]
+    row = next(line for line in table.splitlines() if "| lac | 0.2 | f1 |" in line)
+    assert f"{statistics.mean(base):.2f} ± {statistics.stdev(base):.2f}" in row
+    assert f"{statistics.mean(elmo):.2f} ± {statistics.stdev(elmo):.2f}" in row
+    assert f"+{statistics.mean(elmo) - statistics.mean(base):.2f}" in row
+    assert "3/3" in row
+    bidaf = next(line for line in table.splitlines() if "| bidaf |" in line and "| F1 |" in line)
+    assert "50.00 ± 0.00" in bidaf and "1/0" in bidaf
+
+
+def test_cli_writes_table_and_plots(runs, capsys):
+    assert main([str(runs)]) == 0
+    assert (runs / "comparison.md").is_file()
+    from PIL import Image
+
+    for name in ("lac_dev_curves.png", "lac_learning_curve.png", "bidaf_dev_curves.png"):
+        img = Image.open(runs / name).convert("L")
+        lo, hi = img.getextrema()
+        assert hi - lo > 100, name  # not blank
+    assert "| lac | 0.2 | f1 |" in capsys.readouterr().out
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert main([str(tmp_path / "missing")]) == 2
+    assert main([str(tmp_path)]) == 2
+    assert "no finished task runs" in capsys.readouterr().err
