@@ -1,0 +1,149 @@
+"""LAC model: the CRF against brute force, learning a tiny set, the +ELMo wiring with a fake ELMo, save/load."""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import paddle
+import pytest
+
+from tasks.lac.batching import Vocab, example_batches
+from tasks.lac.checkpoint import load_model, save_model
+from tasks.lac.data import words_to_example
+from tasks.lac.metrics import ChunkMetrics
+from tasks.lac.model import CRF, LacTagger, batch_tensors
+
+
+def test_crf_matches_brute_force():
+    paddle.seed(3)
+    rng = np.random.default_rng(0)
+    n, t = 3, 4
+    crf = CRF(n)
+    em = rng.normal(size=(2, t, n)).astype("float32") * 2
+    lengths = np.array([4, 2])
+    mask = paddle.to_tensor(np.arange(t)[None] < lengths[:, None])
+    tr, st, en = crf.transitions.numpy(), crf.start.numpy(), crf.end.numpy()
+    logz = crf.log_partition(paddle.to_tensor(em), mask).numpy()
+    paths = crf.viterbi(em, lengths)
+    for b in range(2):
+        ys = list(itertools.product(range(n), repeat=int(lengths[b])))
+        sc = np.array([st[y[0]] + en[y[-1]] + sum(em[b, i, y[i]] for i in range(len(y)))
+                       + sum(tr[y[i - 1], y[i]] for i in range(1, len(y))) for y in ys])
+        assert logz[b] == pytest.approx(np.log(np.exp(sc).sum()), rel=1e-5)
+        assert tuple(paths[b]) == ys[int(sc.argmax())]
+        tags = np.zeros((2, t), dtype="int64")
+        tags[b, :lengths[b]] = ys[5]
+        gold = crf.score(paddle.to_tensor(em), paddle.to_tensor(tags), mask).numpy()[b]
+        assert gold == pytest.approx(sc[5], rel=1e-5)
+
+
+TINY = [[("我们", "r"), ("爱", "v"), ("北京", "LOC")], [("他", "r"), ("去", "v"), ("上海", "LOC"), ("了", "u")],
+        [("张三", "PER"), ("在", "p"), ("北京", "LOC"), ("工作", "v")], [("今天", "TIME"), ("我们", "r"), ("工作", "v")],
+        [("李四", "PER"), ("爱", "v"), ("上海", "LOC")], [("他们", "r"), ("今天", "TIME"), ("去", "v"), ("北京", "LOC")]]
+
+
+def _train(model, exs, vocab, tag_index, steps, elmo=False):
+    opt = paddle.optimizer.Adam(0.05, parameters=[p for p in model.parameters() if not p.stop_gradient])
+    batch = example_batches(exs, vocab, tag_index, len(exs))[0]
+    ids, lengths, tag_ids = batch_tensors(batch.char_ids, batch.lengths, batch.tag_ids)
+    elmo_ids = model.elmo.batch_to_ids(batch.tokens) if elmo else None
+    model.train()
+    for _ in range(steps):
+        loss = model.loss(ids, lengths, tag_ids, elmo_ids)
+        loss.backward()
+        opt.step()
+        opt.clear_grad()
+    model.eval()
+    return float(loss)
+
+
+def _f1(model, exs, vocab, tag_index, tags, elmo=False):
+    m = ChunkMetrics()
+    for b in example_batches(exs, vocab, tag_index, 8):
+        ids, lengths = batch_tensors(b.char_ids, b.lengths)
+        elmo_ids = model.elmo.batch_to_ids(b.tokens) if elmo else None
+        for row, path in zip(b.index, model.decode(ids, lengths, elmo_ids)):
+            m.update(exs[row].tags, [tags[i] for i in path])
+    return m.result()["f1"]
+
+
+def _setup():
+    exs = [words_to_example(w) for w in TINY]
+    tags = sorted({t for e in exs for t in e.tags})
+    return exs, tags, {t: i for i, t in enumerate(tags)}, Vocab.build(e.chars for e in exs)
+
+
+def test_tagger_learns_a_tiny_set_and_is_not_trivially_right():
+    paddle.seed(0)
+    exs, tags, tag_index, vocab = _setup()
+    model = LacTagger(len(vocab), len(tags), emb_dim=16, hidden_dim=16)
+    before = _f1(model, exs, vocab, tag_index, tags)
+    _train(model, exs, vocab, tag_index, 60)
+    after = _f1(model, exs, vocab, tag_index, tags)
+    assert before < 0.5, "an untrained model must not already be right (else this test cannot fail)"
+    assert after == 1.0
+
+
+class FakeElmo(paddle.nn.Layer):
+    """Same interface as elmo_paddle.elmo.Elmo: a frozen 'biLM' (an embedding) + a trainable gamma."""
+
+    output_dim = 6
+
+    def __init__(self, n_outputs: int = 1) -> None:
+        super().__init__()
+        self.table = {}
+        self.bilm = paddle.nn.Embedding(100, self.output_dim)
+        for p in self.bilm.parameters():
+            p.stop_gradient = True
+        self.gammas = paddle.nn.ParameterList([self.create_parameter([1], default_initializer=paddle.nn.initializer.Constant(1.0))
+                                               for _ in range(n_outputs)])
+
+    def batch_to_ids(self, tokens):
+        t = max(len(x) for x in tokens)
+        ids = np.zeros((len(tokens), t), dtype="int64")
+        for i, toks in enumerate(tokens):
+            ids[i, :len(toks)] = [self.table.setdefault(c, len(self.table) + 1) for c in toks]
+        return paddle.to_tensor(ids)
+
+    def forward(self, ids):
+        h = self.bilm(ids)
+        return {"elmo_representations": [g * h for g in self.gammas], "mask": ids != 0}
+
+    def l2_penalty(self):
+        return 0.0 * sum(g.sum() for g in self.gammas)
+
+
+@pytest.mark.parametrize("at_output", [False, True])
+def test_elmo_variant_trains_only_the_mix_and_saves_without_bilm(tmp_path, at_output):
+    paddle.seed(1)
+    exs, tags, tag_index, vocab = _setup()
+    elmo = FakeElmo(2 if at_output else 1)
+    model = LacTagger(len(vocab), len(tags), emb_dim=8, hidden_dim=8, elmo=elmo, elmo_at_output=at_output)
+    frozen = elmo.bilm.weight.numpy().copy()
+    gamma = elmo.gammas[0].numpy().copy()
+    _train(model, exs, vocab, tag_index, 5, elmo=True)
+    assert np.array_equal(elmo.bilm.weight.numpy(), frozen)
+    assert not np.array_equal(elmo.gammas[0].numpy(), gamma)
+    state = model.trainable_state()
+    assert "elmo.bilm.weight" not in state and any(k.startswith("elmo.gammas") for k in state)
+    cfg = dict(emb_dim=8, hidden_dim=8, num_layers=2, dropout=0.0, crf_lr=1.0, elmo_model=None,
+               elmo_at_output=at_output, elmo_gamma=1.0, elmo_dropout=0.0)
+    save_model(tmp_path, model, cfg, vocab, tags)
+    loaded = load_model(tmp_path, elmo=FakeElmo(2 if at_output else 1))[0]
+    loaded.elmo.bilm.weight.set_value(elmo.bilm.weight)  # the real Elmo reloads its biLM from its dir
+    loaded.elmo.table = elmo.table
+    assert _f1(loaded, exs, vocab, tag_index, tags, elmo=True) == _f1(model, exs, vocab, tag_index, tags, elmo=True)
+
+
+def test_checkpoint_round_trip_is_exact_and_not_pickle(tmp_path):
+    paddle.seed(2)
+    exs, tags, tag_index, vocab = _setup()
+    model = LacTagger(len(vocab), len(tags), emb_dim=8, hidden_dim=8)
+    cfg = dict(emb_dim=8, hidden_dim=8, num_layers=2, dropout=0.0, crf_lr=1.0, elmo_model=None,
+               elmo_at_output=False, elmo_gamma=1.0, elmo_dropout=0.5)
+    save_model(tmp_path, model, cfg, vocab, tags)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors", "tags.json", "vocab.json"]
+    loaded, cfg2, vocab2, tags2 = load_model(tmp_path)
+    for k, v in model.state_dict().items():
+        assert np.array_equal(v.numpy(), loaded.state_dict()[k].numpy()), k
+    assert cfg2 == cfg and vocab2.items == vocab.items and tags2 == tags
