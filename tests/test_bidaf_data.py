@@ -96,3 +96,29 @@ def test_reader_fuzz_clear_error_naming_file(tmp_path, data):
         load_squad(p)
     except UserError as e:
         assert str(p) in str(e)
+
+
+def test_dureader_reader_spans_and_paragraph_selection(tmp_path):
+    from tasks.bidaf.dureader import load_dureader
+
+    doc0 = {"segmented_paragraphs": [["无关", "内容"], ["微信", "分享", "链接", "怎么", "打开"]], "most_related_para": 1}
+    doc1 = {"segmented_paragraphs": [["打开", "微信"], ["别的"]], "most_related_para": 0}
+    q = {"question_id": 7, "question": "微信分享链接怎么打开", "segmented_question": ["微信", "分享", "链接", "打开"],
+         "answers": ["分享链接"], "answer_docs": [0], "answer_spans": [[1, 2]], "documents": [doc0, doc1]}
+    p = tmp_path / "d.json"
+    p.write_text(json.dumps(q, ensure_ascii=False) + "\n\n" + json.dumps({"question_id": 8}) + "\n", encoding="utf-8")
+    stats = LoadStats()
+    (tr,) = load_dureader(p, train=True, stats=stats)
+    assert tr.context[tr.start:tr.end + 1] == "分享链接" and stats.malformed == 1
+    (ev,) = load_dureader(p, train=False)
+    assert ev.context == "微信分享链接怎么打开\n打开微信" and ev.start == -1
+
+
+@pytest.mark.skipif(DATA is None or not (DATA / "dureader_demo").is_dir(), reason="DuReader demo data not found")
+def test_real_dureader_demo():
+    from tasks.bidaf.dureader import load_dureader
+
+    stats = LoadStats()
+    ex = load_dureader(DATA / "dureader_demo/trainset/search.train.json.gz", train=True, stats=stats)
+    assert len(ex) == 95 and stats.no_span_questions == 5     # SOURCE.md: 95 answer_spans in train
+    assert all(0 <= e.start <= e.end < len(e.context) for e in ex)

@@ -37,6 +37,7 @@ class BidafConfig:
     """Every knob of a run (configs/bidaf.yaml); unknown keys are rejected."""
 
     # data (relative to the data dir, or absolute)
+    dataset: str = "cmrc2018"        # cmrc2018 (SQuAD-style JSON) or dureader (JSON Lines, see dureader.py)
     train_file: str = "cmrc2018/cmrc2018_train.json.gz"
     dev_file: str = "cmrc2018/cmrc2018_trial.json.gz"
     test_file: str = "cmrc2018/cmrc2018_dev.json.gz"
@@ -122,6 +123,8 @@ def load_run_config(args: argparse.Namespace) -> BidafConfig:
         if v is not None:
             extra.append(f"{key}={v}")
     cfg = load_config(BidafConfig, args.config, extra)
+    if cfg.dataset not in ("cmrc2018", "dureader"):
+        raise UserError(f"dataset must be cmrc2018 or dureader, got {cfg.dataset!r}")
     if not 0 < cfg.train_fraction <= 1:
         raise UserError(f"train_fraction must be in (0, 1], got {cfg.train_fraction}")
     for k in ("max_context_len", "doc_stride", "max_question_len", "max_answer_len", "batch_size",
@@ -133,9 +136,13 @@ def load_run_config(args: argparse.Namespace) -> BidafConfig:
     return cfg
 
 
-def _load(path: Path, name: str) -> tuple[list[QAExample], LoadStats]:
+def _load(path: Path, name: str, dataset: str = "cmrc2018") -> tuple[list[QAExample], LoadStats]:
     stats = LoadStats()
-    ex = load_squad(path, stats)
+    if dataset == "dureader":
+        from .dureader import load_dureader
+        ex = load_dureader(path, train=(name == "train"), stats=stats)
+    else:
+        ex = load_squad(path, stats)
     print(f"{name}: {path}: {stats.summary()}", file=sys.stderr)
     return ex, stats
 
@@ -151,10 +158,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_dir = Path(cfg.runs_dir) / run_name
     model_dir = run_dir / "model"
 
-    train_ex, train_stats = _load(_resolve(cfg.train_file, args.data_dir), "train")
-    dev_ex, dev_stats = _load(_resolve(cfg.dev_file, args.data_dir), "dev")
+    train_ex, train_stats = _load(_resolve(cfg.train_file, args.data_dir), "train", cfg.dataset)
+    dev_ex, dev_stats = _load(_resolve(cfg.dev_file, args.data_dir), "dev", cfg.dataset)
     test_path = _resolve(cfg.test_file, args.data_dir)
-    test_ex, test_stats = _load(test_path, "test")
+    test_ex, test_stats = _load(test_path, "test", cfg.dataset)
     rng = random.Random(cfg.seed)
     if cfg.train_fraction < 1:
         train_ex = rng.sample(train_ex, max(1, round(len(train_ex) * cfg.train_fraction)))
