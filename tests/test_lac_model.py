@@ -147,3 +147,27 @@ def test_checkpoint_round_trip_is_exact_and_not_pickle(tmp_path):
     for k, v in model.state_dict().items():
         assert np.array_equal(v.numpy(), loaded.state_dict()[k].numpy()), k
     assert cfg2 == cfg and vocab2.items == vocab.items and tags2 == tags
+
+
+def test_real_elmo_layer_plugs_in(request, tmp_path):
+    """With the real elmo_paddle.elmo.Elmo on a tiny pretrained biLM (skipped where it is not available)."""
+    pytest.importorskip("elmo_paddle.elmo", reason="elmo_paddle.elmo not in this checkout")
+    try:
+        model_dir = request.getfixturevalue("tiny_model_dir")
+    except pytest.FixtureLookupError:
+        pytest.skip("no tiny_model_dir fixture (tests/conftest.py) to build a biLM")
+    from tasks.lac.checkpoint import build_elmo
+
+    paddle.seed(4)
+    exs, tags, tag_index, vocab = _setup()
+    elmo = build_elmo(str(model_dir), gamma=1.0, dropout=0.0, at_output=True, l2=0.001)
+    model = LacTagger(len(vocab), len(tags), emb_dim=8, hidden_dim=8, elmo=elmo, elmo_at_output=True)
+    bilm_before = [p.numpy().copy() for p in elmo._bilm.parameters()] if hasattr(elmo, "_bilm") else []
+    _train(model, exs, vocab, tag_index, 3, elmo=True)
+    for p, before in zip(elmo._bilm.parameters() if hasattr(elmo, "_bilm") else [], bilm_before):
+        assert np.array_equal(p.numpy(), before), "the biLM must stay frozen"
+    cfg = dict(emb_dim=8, hidden_dim=8, num_layers=2, dropout=0.0, crf_lr=1.0, elmo_model=str(model_dir),
+               elmo_at_output=True, elmo_gamma=1.0, elmo_dropout=0.0, elmo_l2=0.001)
+    save_model(tmp_path, model, cfg, vocab, tags)
+    loaded = load_model(tmp_path)[0]  # rebuilds Elmo from cfg['elmo_model']
+    assert _f1(loaded, exs, vocab, tag_index, tags, elmo=True) == _f1(model, exs, vocab, tag_index, tags, elmo=True)
