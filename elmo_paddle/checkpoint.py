@@ -14,12 +14,15 @@ place only when complete, so a crash mid-save never leaves a half-written checkp
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import re
 import shutil
+import signal
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,68 @@ from .errors import UserError
 
 FORMAT = 1
 MANIFEST = "manifest.json"
+
+
+# --- fault injection for the reliability tests (tests/test_faults_*.py) --------------------------------
+# ELMO_PADDLE_FAULT is a comma-separated list of KIND@WHERE, each optionally suffixed ":rankN" to fire on
+# that fleet rank only (PADDLE_TRAINER_ID; 0 when not under paddle.distributed.launch).  Training-loop
+# kinds (WHERE is a step S or an inclusive range S-T): nan (loss becomes NaN), nangrad (gradients become
+# NaN while the loss stays finite), exit (os._exit(17) after the step), kill (SIGKILL self after the step).
+# Save kinds (N: the N-th write_dir call of this process, 1-based, a directory name such as best or
+# step-00000020, or "save" for every call; K: files written before the fault, default 1): killsave@N/K (SIGKILL mid-write), enospc@N/K (OSError ENOSPC
+# mid-write), killrename@N (SIGKILL between moving the old directory aside and renaming the new one
+# in), pausesave@SECONDS (sleep after the first file of every write, so a test can kill -9 from outside).
+
+
+def fault_specs() -> list[tuple[str, str]]:
+    rank = os.environ.get("PADDLE_TRAINER_ID", "0")
+    out = []
+    for item in os.environ.get("ELMO_PADDLE_FAULT", "").split(","):
+        spec, _, only = item.strip().partition(":")
+        if not spec or (only and only != f"rank{rank}"):
+            continue
+        kind, _, where = spec.partition("@")
+        out.append((kind, where))
+    return out
+
+
+def fault_at(kind: str, step: int) -> bool:
+    """True if a training-loop fault `kind` is set for `step` (an exact step or an S-T range)."""
+    for k, where in fault_specs():
+        if k != kind:
+            continue
+        lo, _, hi = where.partition("-")
+        try:
+            if int(lo) <= step <= int(hi or lo):
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+def kill_self() -> None:
+    """SIGKILL this process: no cleanup, no atexit, no flushing -- the same as `kill -9` from outside."""
+    os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(60)  # not reached
+
+
+_n_writes = 0
+
+
+def _save_fault(name: str, phase: str, files_done: int = 0) -> None:
+    for kind, where in fault_specs():
+        n, _, k = where.partition("/")
+        if kind == "pausesave" and phase == "file" and files_done == 1:
+            time.sleep(float(where))
+        if n not in ("save", str(_n_writes), name):
+            continue
+        if phase == "file" and files_done == int(k or 1):
+            if kind == "killsave":
+                kill_self()
+            if kind == "enospc":
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        if phase == "rename" and kind == "killrename":
+            kill_self()
 
 
 def _sha256(path: Path) -> str:
@@ -66,41 +131,63 @@ def write_dir(final: str | os.PathLike, files: dict[str, Any], tensors: dict[str
     Writes into a temporary sibling, fsyncs, writes the manifest last, then renames over `final`.
     Raises UserError (and leaves any previous `final` untouched) if the disk is full or unwritable.
     """
+    global _n_writes
+    _n_writes += 1
     final = Path(final)
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
     except OSError as e:
         raise UserError(f"cannot write checkpoint in {final.parent}: {e.strerror or e}") from None
+    old = None
     try:
+        done = 0
         for name, data in files.items():
             (tmp / name).write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
+            done += 1
+            _save_fault(final.name, "file", done)
         for name, t in tensors.items():
             _save_tensors(t, tmp / name)
+            done += 1
+            _save_fault(final.name, "file", done)
         manifest = {p.name: {"sha256": _sha256(p), "bytes": p.stat().st_size}
                     for p in sorted(tmp.iterdir())}
         (tmp / MANIFEST).write_text(json.dumps({"format": FORMAT, "files": manifest}, indent=1))
         for p in tmp.iterdir():
             _fsync_file(p)
-        old = None
         if final.exists():  # replace: move the old one aside first, drop it only after the rename
-            old = final.with_name(f".old-{final.name}-{os.getpid()}")
+            # (a crash between the two renames leaves it as .old-NAME-*: recover_output_dir puts it back)
+            old = final.with_name(f".old-{final.name}-{os.getpid()}-{time.time_ns()}")
             os.rename(final, old)
+            _save_fault(final.name, "rename")
         os.rename(tmp, final)
-        dfd = os.open(final.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        _fsync_dir(final.parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
         return final
     except OSError as e:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _undo_write(tmp, old, final)
         raise UserError(f"cannot write checkpoint {final}: {e.strerror or e}; the previous checkpoint is kept") from None
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _undo_write(tmp, old, final)
         raise
+
+
+def _fsync_dir(d: Path) -> None:
+    dfd = os.open(d, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def _undo_write(tmp: Path, old: Path | None, final: Path) -> None:
+    shutil.rmtree(tmp, ignore_errors=True)
+    if old is not None and old.exists() and not final.exists():
+        try:  # the old directory was moved aside but the new one never arrived: put the old one back
+            os.rename(old, final)
+        except OSError:
+            pass  # left as .old-*: recover_output_dir restores it on the next start
 
 
 def verify_dir(path: str | os.PathLike) -> dict[str, Any]:
@@ -194,12 +281,68 @@ def list_checkpoints(root: str | os.PathLike) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def is_valid(path: str | os.PathLike) -> bool:
+    try:
+        verify_dir(path)
+        return True
+    except UserError:
+        return False
+
+
+def latest_valid_checkpoint(root: str | os.PathLike) -> tuple[Path | None, list[Path]]:
+    """The newest step checkpoint that verifies against its manifest, and the newer ones that do not."""
+    bad = []
+    for p in reversed(list_checkpoints(root)):
+        if is_valid(p):
+            return p, bad
+        bad.append(p)
+    return None, bad
+
+
 def prune_checkpoints(root: str | os.PathLike, keep: int) -> None:
-    """Keep the `keep` newest step checkpoints; remove leftovers of interrupted writes."""
-    for p in list_checkpoints(root)[:-keep] if keep > 0 else []:
-        shutil.rmtree(p, ignore_errors=True)
+    """Keep the `keep` newest step checkpoints; remove leftovers of interrupted writes.
+
+    Only checkpoints older than the `keep`-th newest one that *verifies* are deleted, so a corrupt or
+    truncated newer checkpoint can never cause the last good one to be pruned (keep <= 0 keeps all).
+    """
+    if keep > 0:
+        valid = 0
+        ckpts = list_checkpoints(root)
+        for i in range(len(ckpts) - 1, -1, -1):
+            if is_valid(ckpts[i]):
+                valid += 1
+                if valid == keep:
+                    for p in ckpts[:i]:
+                        shutil.rmtree(p, ignore_errors=True)
+                    break
     d = Path(root) / "checkpoints"
     if d.is_dir():
         for p in d.iterdir():
             if p.name.startswith((".tmp-", ".old-")):
                 shutil.rmtree(p, ignore_errors=True)
+
+
+def recover_output_dir(root: str | os.PathLike) -> list[str]:
+    """Repair what a crash can leave in an output dir; returns notes on what was done.
+
+    A crash between the two renames of a replace leaves `best/` (or `final/`, or a step checkpoint)
+    missing and the complete previous copy as `.old-NAME-*`: it is renamed back.  Half-written
+    `.tmp-*` directories and superseded `.old-*` ones are removed.
+    """
+    notes = []
+    for d in (Path(root), Path(root) / "checkpoints"):
+        if not d.is_dir():
+            continue
+        olds = sorted((p for p in d.iterdir() if p.name.startswith(".old-") and p.is_dir()),
+                      key=lambda p: p.stat().st_mtime, reverse=True)
+        for p in olds:
+            name = p.name[len(".old-"):].rsplit("-", 2)[0]
+            target = d / name
+            if name and not target.exists() and is_valid(p):
+                os.rename(p, target)
+                notes.append(f"restored {target} from {p.name} (a save was interrupted)")
+        for p in d.iterdir():
+            if p.is_dir() and p.name.startswith((".tmp-", ".old-")):
+                shutil.rmtree(p, ignore_errors=True)
+                notes.append(f"removed {p.name} (left by an interrupted save)")
+    return notes

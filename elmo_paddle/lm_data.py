@@ -55,7 +55,13 @@ def scan_corpus(paths: str | Sequence[str], unit: str = "char", dev_fraction: fl
     train_tokens = dev_tokens = 0
     for f in files:
         # pass 1: count the file's lines (the same reader, so the numbering matches training)
-        n = sum(1 for _ in iter_file_lines(f, ReadStats(), max_chars))
+        fstats = ReadStats()
+        n = sum(1 for _ in iter_file_lines(f, fstats, max_chars))
+        if fstats.bad_utf8 > 0 and fstats.bad_utf8 * 2 >= fstats.lines:
+            where = fstats.examples[0].rsplit(":", 1)[0] if fstats.examples else str(f)
+            where = next((e.rsplit(":", 1)[0] for e in fstats.examples if e.endswith("bad_utf8")), where)
+            raise UserError(f"{where}: {fstats.bad_utf8} of {fstats.lines} lines of {f} are not valid UTF-8 text; "
+                            f"is it GBK or UTF-16? Convert it (e.g. iconv -f GBK -t UTF-8)")
         n_train = n - int(round(n * dev_fraction)) if dev_fraction > 0 else n
         total_lines.append(n)
         dev_start = n_train
@@ -74,15 +80,13 @@ def scan_corpus(paths: str | Sequence[str], unit: str = "char", dev_fraction: fl
                 dev_tokens += len(toks) + 1
     if train_tokens == 0:
         raise UserError(f"no training text in {', '.join(map(str, files))} (all lines empty or invalid)")
-    vocab = Vocab.build(_expand(counts), unit, min_count, max_vocab)
+    try:
+        # Counter.update adds a mapping's counts: the vocab is built without expanding tokens into lists
+        vocab = Vocab.build([counts], unit, min_count, max_vocab)
+    except UserError as e:
+        raise UserError(f"{', '.join(map(str, files))}: {e}") from None
     info = CorpusInfo([str(f) for f in files], train_lines, total_lines, train_tokens, dev_tokens, dev_fraction)
     return info, vocab, stats
-
-
-def _expand(counts: dict[str, int]) -> Iterator[list[str]]:
-    # Vocab.build counts token lists; feed it each token `count` times without materialising the corpus
-    for t, c in counts.items():
-        yield [t] * c
 
 
 def iter_split_lines(info: CorpusInfo, split: str, rank: int = 0, world_size: int = 1,

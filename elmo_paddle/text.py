@@ -11,6 +11,7 @@ import gzip
 import io
 import logging
 import os
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -90,13 +91,18 @@ def _open_binary(path: Path) -> io.BufferedIOBase:
     return open(path, "rb")
 
 
+_UTF16_32_BOMS = (b"\xff\xfe", b"\xfe\xff")  # UTF-16 LE/BE (UTF-32 LE starts with FF FE too)
+
+
 def iter_file_lines(path: Path, stats: ReadStats | None = None, max_chars: int = 100_000,
                     start_line: int = 0) -> Iterator[tuple[int, str]]:
     """Yield (line_number, normalised text) for non-empty lines of one file, streaming.
 
-    Lines with invalid UTF-8 are skipped and counted (never decoded with replacement characters, which
-    would teach the LM a fake character).  Lines over `max_chars` are split into pieces so a file with no
-    newlines cannot exhaust memory.  `start_line` skips lines already consumed (resume).
+    Lines with invalid UTF-8 (or NUL bytes: UTF-16 text, binary data) are skipped and counted (never
+    decoded with replacement characters, which would teach the LM a fake character).  Lines over
+    `max_chars` are split into pieces; an over-long line is read and decoded piece by piece, so a file with
+    no newlines cannot exhaust memory.  `start_line` skips lines already consumed (resume).  A file that
+    starts with a UTF-16/32 byte-order mark, or a corrupt/truncated .gz, is a UserError naming it.
     """
     stats = stats if stats is not None else ReadStats()
     try:
@@ -104,58 +110,75 @@ def iter_file_lines(path: Path, stats: ReadStats | None = None, max_chars: int =
     except OSError as e:
         raise UserError(f"cannot open {path}: {e.strerror or e}") from None
     chunk_bytes = max_chars * 4
-    try:
-        with fh:
-            lineno = 0
-            while True:
-                try:
-                    raw = fh.readline(chunk_bytes)
-                except (OSError, EOFError, gzip.BadGzipFile) as e:
-                    raise UserError(f"{path}:{lineno + 1}: cannot read ({e}); the file is truncated or corrupt") from None
-                if not raw:
-                    break
-                pieces = [raw]
-                while not pieces[-1].endswith(b"\n"):  # an over-long line: keep reading it in bounded pieces
-                    more = fh.readline(chunk_bytes)
-                    if not more:
-                        break
-                    pieces.append(more)
-                    if len(pieces) == 2:
-                        stats.note("split_long", f"{path}:{lineno + 1}")
-                lineno += 1
+    lineno = 0
+
+    def read() -> bytes:
+        try:
+            return fh.readline(chunk_bytes)
+        except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+            raise UserError(f"{path}:{lineno + 1}: cannot read ({e}); the file is truncated or corrupt") from None
+
+    with fh:
+        while True:
+            raw = read()
+            if not raw:
+                break
+            if lineno == 0:
+                if raw.startswith(_UTF16_32_BOMS):
+                    raise UserError(f"{path}: starts with a UTF-16/32 byte-order mark; convert it to UTF-8 "
+                                    f"(e.g. iconv -f UTF-16 -t UTF-8)")
+                if raw.startswith(codecs.BOM_UTF8):
+                    raw = raw[len(codecs.BOM_UTF8):]
+            lineno += 1
+            if raw.endswith(b"\n") or len(raw) < chunk_bytes:
                 if lineno <= start_line:
                     continue
                 stats.lines += 1
-                if len(pieces) == 1:
-                    try:
-                        text = normalize_width(pieces[0].decode("utf-8").strip())
-                    except UnicodeDecodeError:
-                        stats.note("bad_utf8", f"{path}:{lineno}")
-                        continue
-                    if not text:
-                        stats.note("empty", f"{path}:{lineno}")
-                        continue
-                    for i in range(0, len(text), max_chars):
-                        yield lineno, text[i:i + max_chars]
-                    continue
-                # an over-long line: decode incrementally (a piece boundary may cut a character)
-                dec = codecs.getincrementaldecoder("utf-8")()
-                buf = ""
                 try:
-                    for k, piece in enumerate(pieces):
-                        buf += normalize_width(dec.decode(piece, final=k == len(pieces) - 1))
-                        while len(buf) >= 2 * max_chars:
-                            chunk, buf = buf[:max_chars].strip(), buf[max_chars:]
-                            if chunk:
-                                yield lineno, chunk
+                    if b"\0" in raw:
+                        raise UnicodeDecodeError("utf-8", raw, 0, 1, "NUL byte")
+                    text = normalize_width(raw.decode("utf-8").strip())
                 except UnicodeDecodeError:
                     stats.note("bad_utf8", f"{path}:{lineno}")
                     continue
-                buf = buf.strip()
+                if not text:
+                    stats.note("empty", f"{path}:{lineno}")
+                    continue
+                for i in range(0, len(text), max_chars):
+                    yield lineno, text[i:i + max_chars]
+                continue
+            # an over-long line: read, decode and yield it piece by piece (bounded memory); a piece
+            # boundary may cut a character, hence the incremental decoder
+            if lineno > start_line:
+                stats.lines += 1
+                stats.note("split_long", f"{path}:{lineno}")
+            dec = codecs.getincrementaldecoder("utf-8")()
+            buf, piece, ok = "", raw, lineno > start_line
+            while piece:
+                last = piece.endswith(b"\n")
+                if ok:
+                    try:
+                        if b"\0" in piece:
+                            raise UnicodeDecodeError("utf-8", piece, 0, 1, "NUL byte")
+                        buf += normalize_width(dec.decode(piece, final=False))
+                    except UnicodeDecodeError:  # what was already yielded stays; the rest is skipped
+                        stats.note("bad_utf8", f"{path}:{lineno}")
+                        ok, buf = False, ""
+                    while len(buf) >= 2 * max_chars:
+                        chunk, buf = buf[:max_chars].strip(), buf[max_chars:]
+                        if chunk:
+                            yield lineno, chunk
+                if last:
+                    break
+                piece = read()
+            if ok:
+                try:
+                    buf = (buf + normalize_width(dec.decode(b"", final=True))).strip()
+                except UnicodeDecodeError:  # the line ends in the middle of a character
+                    stats.note("bad_utf8", f"{path}:{lineno}")
+                    buf = buf.strip()
                 for i in range(0, len(buf), max_chars):
                     yield lineno, buf[i:i + max_chars]
-    except gzip.BadGzipFile as e:
-        raise UserError(f"{path}: not a valid gzip file ({e})") from None
 
 
 def iter_lines(paths: str | os.PathLike | Iterable, stats: ReadStats | None = None,

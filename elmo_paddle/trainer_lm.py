@@ -21,8 +21,8 @@ from .pretrain import PretrainConfig, _lr_at, resolve_text_paths
 from .vocab import Vocab
 
 # fault injection for the reliability tests: ELMO_PADDLE_FAULT=nan@STEP makes that step's loss NaN,
-# exit@STEP kills the process right after that step
-_FAULT = os.environ.get("ELMO_PADDLE_FAULT", "")
+# exit@STEP ends the process right after that step; see checkpoint.fault_specs for the full list
+_fault_at = ckpt.fault_at
 
 
 class _LossModule(paddle.nn.Layer):
@@ -148,10 +148,21 @@ def run_pretraining(cfg: PretrainConfig, resume: bool = False, progress: bool = 
             out.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UserError(f"cannot create output dir {out}: {e.strerror or e}") from None
+        for note in ckpt.recover_output_dir(out):  # a crash mid-save: restore best/, drop .tmp-* dirs
+            print(f"note: {note}")
     paths = resolve_text_paths(list(cfg.data.train), cfg.data_dir)
 
     # --- corpus and vocab: reuse what a previous run recorded, so a resumed run sees identical data
     ckpts = ckpt.list_checkpoints(out)
+    last = None
+    if resume and ckpts:
+        last, bad_ckpts = ckpt.latest_valid_checkpoint(out)
+        if last is None:
+            raise UserError(f"no checkpoint in {out}/checkpoints verifies against its manifest "
+                            f"({', '.join(p.name for p in bad_ckpts)}): cannot resume")
+        if bad_ckpts and rank == 0:
+            print(f"warning: skipping corrupt checkpoint(s) {', '.join(p.name for p in bad_ckpts)}; "
+                  f"resuming from {last.name}")
     if resume and not ckpts:
         if rank == 0:
             print(f"note: --resume given but no checkpoint in {out}/checkpoints; starting from scratch")
@@ -160,8 +171,8 @@ def run_pretraining(cfg: PretrainConfig, resume: bool = False, progress: bool = 
         raise UserError(f"{out} already holds checkpoints: pass --resume to continue, or choose a new --output-dir")
     init_bilm = None
     if resume:
-        info = CorpusInfo(**ckpt.read_json(ckpts[-1], "corpus.json"))
-        vocab = Vocab.load(ckpts[-1] / "vocab.json")
+        info = CorpusInfo(**ckpt.read_json(last, "corpus.json"))
+        vocab = Vocab.load(last / "vocab.json")
     else:
         info, vocab, stats = scan_corpus(paths, cfg.data.unit, cfg.data.dev_fraction, cfg.data.min_count,
                                          cfg.data.max_vocab, show_progress=progress and rank == 0,
@@ -187,8 +198,6 @@ def run_pretraining(cfg: PretrainConfig, resume: bool = False, progress: bool = 
     total = tc.max_steps if tc.max_steps is not None else max(1, int(math.ceil(tc.epochs * per_epoch)))
     step, best_ppl, history = 0, math.inf, []
     if resume:
-        last = ckpts[-1]
-        ckpt.verify_dir(last)
         st = ckpt.read_json(last, "state.json")
         ckpt.load_model_tensors(bilm, last)
         ckpt.load_optimizer(opt, bilm, last, st.get("optimizer_extra", {}))
@@ -277,24 +286,29 @@ def run_pretraining(cfg: PretrainConfig, resume: bool = False, progress: bool = 
         b = _to_tensors(batch)
         o = model(b["inputs"], b["fwd_targets"], b["bwd_targets"])
         loss = 0.5 * (o["fwd_nll"] / o["fwd_count"] + o["bwd_nll"] / o["bwd_count"])
-        if _FAULT == f"nan@{step}":
+        if _fault_at("nan", step):
             loss = loss * float("nan")
         value = float(loss)
-        if not math.isfinite(value):
+        # every rank skips together (one rank skipping backward would leave the others waiting in its
+        # gradient all-reduce forever)
+        if not _all_have_batch(math.isfinite(value), world):
             bad += 1
             opt.clear_grad()
             tqdm.write(f"warning: non-finite loss at step {step} (skipped; {bad} in a row)")
             if bad >= tc.max_bad_steps:
                 raise UserError(f"{bad} consecutive non-finite losses at step {step}: stopping. Lower train.lr "
                                 f"or train.grad_clip; the last good checkpoint in {out} is intact")
-            step += 1
-            continue
-        bad = 0
-        loss.backward()
-        opt.step()
-        opt.clear_grad()
-        step += 1
-        tokens += int(o["fwd_count"])
+        else:
+            bad = 0
+            loss.backward()
+            if _fault_at("nangrad", step):
+                for p in bilm.parameters():
+                    if p.grad is not None:
+                        p.grad.set_value(paddle.full_like(p.grad, float("nan")))
+            opt.step()
+            opt.clear_grad()
+            tokens += int(o["fwd_count"])
+        step += 1  # a skipped step still counts (its batch is consumed), so evals and saves stay on schedule
         bar.update(1)
         if rank == 0 and (step % tc.log_every == 0 or step == total):
             el = max(time.time() - t0, 1e-9)
@@ -309,8 +323,10 @@ def run_pretraining(cfg: PretrainConfig, resume: bool = False, progress: bool = 
             run_eval()
         if step % tc.save_every == 0 or step == total:
             save("step")
-        if _FAULT == f"exit@{step}":  # simulate a crash right after this step (reliability tests)
+        if _fault_at("exit", step):  # simulate a crash right after this step (reliability tests)
             os._exit(17)
+        if _fault_at("kill", step):
+            ckpt.kill_self()
     bar.close()
     if world > 1:
         # data parallelism must keep every rank's weights identical: check it rather than assume it
@@ -323,6 +339,8 @@ def run_pretraining(cfg: PretrainConfig, resume: bool = False, progress: bool = 
     if rank == 0:
         save("final")
         writer.close()
-        (out / "history.json").write_text(json.dumps(history, indent=1))
+        tmp = out / ".history.json.tmp"
+        tmp.write_text(json.dumps(history, indent=1))
+        os.replace(tmp, out / "history.json")  # atomic: a kill never leaves a truncated history.json
         print(f"done: best dev perplexity {best_ppl:.2f}; model directory {out / 'best'}")
     return out / "best"
