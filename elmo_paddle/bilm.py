@@ -14,7 +14,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from .errors import UserError
-from .lstm import BiLstmpStack, reverse_padded
+from .lstm import LSTM_IMPLS, BiLstmpStack, reverse_padded
 from .softmax import SoftmaxHead
 
 
@@ -37,6 +37,7 @@ class BiLMConfig:
     proj_clip: float = 3.0  # 0 disables
     dropout: float = 0.1
     residual: bool = True
+    lstm_impl: str = "lstmp"  # "lstmp" (exact LSTM-with-projection) or "fused" (approximation, see lstm.py)
     softmax_samples: int = 0  # >0: sampled softmax with that many samples during training
     tie_embeddings: bool = False  # share token embedding and softmax weights (embedding encoder only)
 
@@ -48,6 +49,8 @@ class BiLMConfig:
             raise UserError(f"token_encoder must be 'embedding' or 'char_cnn', not {self.token_encoder!r}")
         if self.tie_embeddings and self.token_encoder != "embedding":
             raise UserError("tie_embeddings needs token_encoder: embedding")
+        if self.lstm_impl not in LSTM_IMPLS:
+            raise UserError(f"lstm_impl must be one of {', '.join(LSTM_IMPLS)}, not {self.lstm_impl!r}")
         if self.num_layers < 1 or self.hidden_dim < 1 or self.proj_dim < 1:
             raise UserError("num_layers, hidden_dim and proj_dim must be positive")
 
@@ -101,7 +104,8 @@ class BiLM(nn.Layer):
         else:
             self.char_cnn = CharCNNEncoder(cfg)
         self.lstm = BiLstmpStack(cfg.token_dim, cfg.hidden_dim, cfg.proj_dim, cfg.num_layers,
-                                 cfg.cell_clip or None, cfg.proj_clip or None, cfg.dropout, cfg.residual)
+                                 cfg.cell_clip or None, cfg.proj_clip or None, cfg.dropout, cfg.residual,
+                                 cfg.lstm_impl)
         self.dropout = nn.Dropout(cfg.dropout)
         tied = self.token_emb.weight if cfg.tie_embeddings else None
         self.fwd_softmax = SoftmaxHead(cfg.vocab_size, cfg.proj_dim, cfg.softmax_samples, tied)

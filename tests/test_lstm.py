@@ -1,0 +1,146 @@
+"""LSTMP layer, direction alignment and training of both LSTM implementations (fast: tiny sizes)."""
+import elmo_paddle  # noqa: F401  (env before paddle)
+import numpy as np
+import paddle
+import pytest
+
+from elmo_paddle.bilm import BiLM, BiLMConfig
+from elmo_paddle.lstm import BiLstmpLayer, reverse_padded
+
+
+def test_reverse_padded_is_an_involution_and_keeps_padding():
+    x = paddle.to_tensor(np.arange(1, 13).reshape(2, 6).astype("int64"))
+    x[1, 4:] = 0
+    lengths = paddle.to_tensor([6, 4])
+    r = reverse_padded(x, lengths).numpy()
+    assert r.tolist() == [[6, 5, 4, 3, 2, 1], [10, 9, 8, 7, 0, 0]]
+    assert (reverse_padded(paddle.to_tensor(r), lengths).numpy() == x.numpy()).all()
+    # trailing feature axes follow along
+    f = paddle.randn([2, 6, 3])
+    np.testing.assert_array_equal(reverse_padded(reverse_padded(f, lengths), lengths).numpy(), f.numpy())
+    np.testing.assert_array_equal(reverse_padded(f, lengths).numpy()[1, 4:], f.numpy()[1, 4:])
+
+
+def _sigmoid(x):
+    return 1 / (1 + np.exp(-x))
+
+
+def _numpy_lstmp(x, w_ih, w_hh, b, w_proj, cell_clip, proj_clip):
+    """Slow reference: one direction d, x [T, B, D]; gates i, f, o, g."""
+    T, B, _ = x.shape
+    H, P = w_hh.shape[1] // 4, w_proj.shape[1]
+    h, c, outs = np.zeros((B, P)), np.zeros((B, H)), []
+    for t in range(T):
+        z = x[t] @ w_ih + h @ w_hh + b
+        i, f, o, g = _sigmoid(z[:, :H]), _sigmoid(z[:, H:2 * H]), _sigmoid(z[:, 2 * H:3 * H]), np.tanh(z[:, 3 * H:])
+        c = np.clip(f * c + i * g, -cell_clip, cell_clip)
+        h = np.clip((o * np.tanh(c)) @ w_proj, -proj_clip, proj_clip)
+        outs.append(h)
+    return np.stack(outs)
+
+
+def _layer(cell_clip=0.4, proj_clip=0.3, D=5, H=6, P=4, seed=0):
+    paddle.seed(seed)
+    layer = BiLstmpLayer(D, H, P, cell_clip, proj_clip)
+    for p in layer.parameters():  # large weights, so that both clips are active
+        p.set_value(paddle.uniform(p.shape, min=-1.0, max=1.0))
+    return layer
+
+
+def test_lstmp_matches_numpy_reference_with_active_clipping():
+    layer = _layer()
+    x = np.random.default_rng(0).normal(size=(2, 7, 3, 5)).astype("float32")  # [2, T, B, D]
+    y = layer(paddle.to_tensor(x)).numpy()
+    w_ih, w_hh, b, w_proj = (p.numpy().astype("float64") for p in (layer.w_ih, layer.w_hh, layer.bias, layer.w_proj))
+    cells = []
+    for d in range(2):
+        ref = _numpy_lstmp(x[d].astype("float64"), w_ih[d], w_hh[d], b[d], w_proj[d], 0.4, 0.3)
+        np.testing.assert_allclose(y[d], ref, atol=1e-5)
+        cells.append(ref)
+    assert (np.abs(y) >= 0.3 - 1e-6).mean() > 0.1, "projection clip should be active in this test"
+    # and the cell clip: with it removed the outputs change
+    y_nocc = _layer(cell_clip=None)(paddle.to_tensor(x)).numpy()
+    assert np.abs(y_nocc - y).max() > 1e-3
+
+
+@pytest.mark.parametrize("clips", [(0.4, 0.3), (None, None)])
+def test_lstmp_hand_written_backward_matches_autograd(clips):
+    layer = _layer(*clips)
+    x = paddle.randn([2, 7, 3, 5])
+    x.stop_gradient = False
+    r = paddle.randn([2, 7, 3, 4])
+    grads = []
+    for fn in (layer.forward, layer.step_reference):
+        y = fn(x)
+        (y * r).sum().backward()
+        grads.append([y.numpy(), x.grad.numpy()] + [p.grad.numpy() for p in layer.parameters()])
+        x.clear_grad()
+        layer.clear_gradients()
+    for a, b in zip(*grads):
+        np.testing.assert_allclose(a, b, atol=2e-5, rtol=1e-4)
+
+
+def _tiny_bilm(impl, **kw):
+    paddle.seed(1)
+    cfg = BiLMConfig(vocab_size=30, token_dim=8, proj_dim=8, hidden_dim=12, num_layers=2, dropout=0.0,
+                     lstm_impl=impl, **kw)
+    return BiLM(cfg)
+
+
+@pytest.mark.parametrize("impl", ["lstmp", "fused"])
+def test_directions_only_see_their_side(impl):
+    """Forward state at t depends on tokens <= t only, backward state at t on tokens >= t only (also with
+    padding): the alignment that the old Paddle ELMo got wrong."""
+    m = _tiny_bilm(impl)
+    m.eval()
+    rng = np.random.default_rng(0)
+    ids = rng.integers(2, 30, size=(2, 9))
+    ids[1, 6:] = 0  # second row has length 6
+    t = 3
+    changed_after, changed_before = ids.copy(), ids.copy()
+    changed_after[:, t + 1:] = rng.integers(2, 30, size=(2, 9 - t - 1))
+    changed_after[1, 6:] = 0
+    changed_before[:, :t] = rng.integers(2, 30, size=(2, t))
+    with paddle.no_grad():
+        base, after, before = (m(paddle.to_tensor(v))[1:] for v in (ids, changed_after, changed_before))
+    P = 8
+    for lb, la, lbf in zip(base, after, before):
+        lb, la, lbf = lb.numpy(), la.numpy(), lbf.numpy()
+        np.testing.assert_allclose(la[:, :t + 1, :P], lb[:, :t + 1, :P], atol=1e-6)  # fwd ignores the future
+        assert np.abs(la[:, t + 1:6, :P] - lb[:, t + 1:6, :P]).max() > 1e-4
+        np.testing.assert_allclose(lbf[:, t:6, P:], lb[:, t:6, P:], atol=1e-6)  # bwd ignores the past
+        assert np.abs(lbf[:, :t, P:] - lb[:, :t, P:]).max() > 1e-4
+    # both states at t have read token t itself: changing only token t moves both, and nothing beyond
+    only_t = ids.copy()
+    only_t[:, t] = (ids[:, t] - 2 + 5) % 28 + 2
+    with paddle.no_grad():
+        y = m(paddle.to_tensor(only_t))[1].numpy()
+    assert np.abs(y[:, t, :P] - base[0].numpy()[:, t, :P]).max() > 1e-4
+    assert np.abs(y[:, t, P:] - base[0].numpy()[:, t, P:]).max() > 1e-4
+    np.testing.assert_allclose(y[:, t + 1:6, P:], base[0].numpy()[:, t + 1:6, P:], atol=1e-6)
+    np.testing.assert_allclose(y[:, :t, :P], base[0].numpy()[:, :t, :P], atol=1e-6)
+
+
+@pytest.mark.parametrize("impl", ["lstmp", "fused"])
+def test_both_impls_train(impl):
+    m = _tiny_bilm(impl)
+    opt = paddle.optimizer.Adam(learning_rate=0.05, parameters=m.parameters())
+    rng = np.random.default_rng(0)
+    seq = rng.integers(2, 30, size=(4, 12))
+    batch = {"inputs": paddle.to_tensor(seq[:, 1:-1]), "fwd_targets": paddle.to_tensor(seq[:, 2:]),
+             "bwd_targets": paddle.to_tensor(seq[:, :-2])}
+    losses = []
+    for _ in range(30):
+        out = m.lm_loss(batch)
+        loss = (out["fwd_nll"] + out["bwd_nll"]) / (out["fwd_count"] + out["bwd_count"])
+        loss.backward()
+        opt.step()
+        opt.clear_grad()
+        losses.append(float(loss))
+    assert losses[-1] < 0.6 * losses[0], losses
+
+
+def test_unknown_impl_is_a_user_error():
+    from elmo_paddle.errors import UserError
+    with pytest.raises(UserError):
+        _tiny_bilm("cudnn")
