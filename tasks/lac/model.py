@@ -74,16 +74,17 @@ class CRF(nn.Layer):
 
     def viterbi(self, emissions: np.ndarray, lengths: np.ndarray) -> list[list[int]]:
         """Best tag ids per sequence (numpy: per-step paddle ops cost more than the math here)."""
-        trans = self.transitions.numpy()
+        # cand[b, j, i] = score[b, i] + trans[i, j]: reducing over the last, contiguous axis is ~2x faster
+        trans_t = np.ascontiguousarray(self.transitions.numpy().T)
         start, end = self.start.numpy(), self.end.numpy()
         b, t_max, n = emissions.shape
         score = start[None] + emissions[:, 0]
         history = []
         ident = np.broadcast_to(np.arange(n), (b, n))
         for t in range(1, t_max):
-            cand = score[:, :, None] + trans[None]
-            prev = cand.argmax(1)
-            best = np.take_along_axis(cand, prev[:, None, :], 1)[:, 0] + emissions[:, t]
+            cand = score[:, None, :] + trans_t[None]
+            prev = cand.argmax(2)
+            best = np.take_along_axis(cand, prev[:, :, None], 2)[:, :, 0] + emissions[:, t]
             live = (t < lengths)[:, None]
             score = np.where(live, best, score)
             history.append(np.where(live, prev, ident))  # identity back-pointer past the end
