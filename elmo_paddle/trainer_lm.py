@@ -318,6 +318,8 @@ def run_pretraining(cfg: PretrainConfig, resume: bool = False, progress: bool = 
             writer.add_scalar("train/lr", lr, step)
             writer.add_scalar("train/tokens_per_s", tps, step)
             bar.set_postfix(loss=f"{value:.3f}", ppl=f"{math.exp(min(value, 50)):.1f}", tok_s=f"{tps:.0f}")
+            if not progress:  # log files get a plain line instead of the bar
+                print(f"step {step}/{total} loss {value:.3f} lr {lr:.2e} tokens/s {tps:.0f}", flush=True)
             tokens, t0 = 0, time.time()
         if step % tc.eval_every == 0 or step == total:
             run_eval()

@@ -1,0 +1,136 @@
+"""The whole comparison in one command: `python -m elmo_paddle.pipeline --config configs/pipeline_demo.yaml`.
+
+Steps: pretrain (or reuse) an ELMo biLM -> train each task's baseline and +ELMo for every training
+fraction and seed -> `tasks.compare` table and plots.  Every step is a subprocess running the same public
+command a user would type (printed before it runs).  Finished steps are skipped, so the command is
+idempotent and resumable: pretraining resumes from its last checkpoint, a task run that died is rerun.
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import load_config
+from .errors import UserError, cli
+
+
+@dataclass
+class ElmoStep:
+    config: str = "configs/elmo_small.yaml"
+    output_dir: str = "models/elmo_demo"
+    overrides: list = field(default_factory=list)
+    est_minutes: float = 10.0  # shown in the plan; measured on 2 CPU cores
+
+
+@dataclass
+class TaskStep:
+    config: str = ""
+    fractions: list = field(default_factory=lambda: [1.0])
+    seeds: list = field(default_factory=lambda: [1])
+    overrides: list = field(default_factory=list)
+    elmo_overrides: list = field(default_factory=list)  # extra overrides for the +ELMo variant only
+    est_minutes: float = 5.0  # per run (+ELMo runs are estimated at 2x)
+    enabled: bool = True
+
+
+@dataclass
+class PipelineConfig:
+    elmo: ElmoStep = field(default_factory=ElmoStep)
+    lac: TaskStep = field(default_factory=lambda: TaskStep(config="configs/lac.yaml"))
+    bidaf: TaskStep = field(default_factory=lambda: TaskStep(config="configs/bidaf.yaml"))
+    runs_dir: str = "runs"
+    data_dir: str | None = None
+
+
+@dataclass
+class Step:
+    name: str
+    cmd: list
+    done: Path  # the file whose existence means the step is finished
+    est_minutes: float
+    clean: Path | None = None  # an unfinished run folder to clear before rerunning
+
+
+def plan(cfg: PipelineConfig) -> list[Step]:
+    """The ordered steps of the pipeline, each with its command and completion marker."""
+    py = sys.executable
+    data = ["--data-dir", cfg.data_dir] if cfg.data_dir else []
+    elmo_dir = Path(cfg.elmo.output_dir)
+    pre = [py, "-m", "elmo_paddle.pretrain", "--config", cfg.elmo.config, "--output-dir", str(elmo_dir), *data,
+           "--no-progress", *map(str, cfg.elmo.overrides)]
+    if (elmo_dir / "checkpoints").is_dir() and not (elmo_dir / "final" / "manifest.json").is_file():
+        pre.insert(3, "--resume")
+    steps = [Step("pretrain ELMo", pre, elmo_dir / "final" / "manifest.json", cfg.elmo.est_minutes)]
+    for task in ("lac", "bidaf"):
+        t: TaskStep = getattr(cfg, task)
+        if not t.enabled:
+            continue
+        for frac in t.fractions:
+            for seed in t.seeds:
+                for variant in ("baseline", "elmo"):
+                    name = f"{variant}-f{frac:g}-s{seed}"
+                    run_dir = Path(cfg.runs_dir) / task / name
+                    cmd = [py, "-m", f"tasks.{task}.finetune", "--config", t.config, "--train-fraction", str(frac),
+                           "--seed", str(seed), "--run-name", name, *data, f"runs_dir={Path(cfg.runs_dir) / task}",
+                           *map(str, t.overrides)]
+                    if variant == "elmo":
+                        cmd += ["--elmo-model", str(elmo_dir / "best"), *map(str, t.elmo_overrides)]
+                    est = t.est_minutes * (2 if variant == "elmo" else 1)
+                    steps.append(Step(f"{task} {name}", cmd, run_dir / "metrics.json", est, run_dir))
+    steps.append(Step("compare", [py, "-m", "tasks.compare", cfg.runs_dir], Path("/nonexistent/always-run"), 0.2))
+    return steps
+
+
+@cli
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m elmo_paddle.pipeline", description=__doc__.split("\n\n")[0],
+                                 epilog="Scales: configs/pipeline_demo.yaml (~20 min on 2 cores), "
+                                        "configs/pipeline_full.yaml (reproduces RESULTS.md), "
+                                        "configs/pipeline_tiny.yaml (CI smoke test).")
+    ap.add_argument("--config", default="configs/pipeline_demo.yaml", help="pipeline YAML (default: the demo scale)")
+    ap.add_argument("--data-dir", help="data folder (default: $ELMO_PADDLE_DATA or ../shared/data)")
+    ap.add_argument("--dry-run", action="store_true", help="print the plan and the commands, run nothing")
+    ap.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. lac.seeds=[1,2,3]")
+    args = ap.parse_args(argv)
+    extra = list(args.overrides) + ([f"data_dir={args.data_dir}"] if args.data_dir else [])
+    cfg = load_config(PipelineConfig, args.config, extra)
+    steps = plan(cfg)
+    todo = [s for s in steps if not s.done.is_file()]
+    total_est = sum(s.est_minutes for s in todo)
+    print(f"pipeline: {len(steps)} steps, {len(steps) - len(todo)} already done; "
+          f"estimated {total_est:.0f} min on 2 CPU cores for the rest")
+    for i, s in enumerate(steps, 1):
+        state = "done, skipped" if s.done.is_file() else f"~{s.est_minutes:.0f} min"
+        print(f"  {i:2d}. {s.name:<28} {state}")
+    if args.dry_run:
+        for s in todo:
+            print("$ " + shlex.join(s.cmd))
+        return 0
+    t_start = time.time()
+    for i, s in enumerate(steps, 1):
+        if s.done.is_file():
+            continue
+        if s.clean is not None and s.clean.exists():
+            shutil.rmtree(s.clean)  # an unfinished run: its partial logs would double up in VisualDL
+        elapsed = (time.time() - t_start) / 60
+        print(f"\n[{i}/{len(steps)}] {s.name} (~{s.est_minutes:.0f} min; {elapsed:.1f} min elapsed)\n$ {shlex.join(s.cmd)}",
+              flush=True)
+        t0 = time.time()
+        rc = subprocess.call(s.cmd)
+        if rc != 0:
+            raise UserError(f"step '{s.name}' failed (exit {rc}); fix the cause and rerun the same command: "
+                            "finished steps are skipped")
+        print(f"[{i}/{len(steps)}] {s.name}: done in {(time.time() - t0) / 60:.1f} min", flush=True)
+    print(f"\npipeline finished in {(time.time() - t_start) / 60:.1f} min. "
+          f"See {cfg.runs_dir}/comparison.md, the PNGs beside it, and: visualdl --logdir {cfg.runs_dir} --language en")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
