@@ -40,7 +40,8 @@ from .bilm import BiLM
 from .errors import UserError
 from .scalar_mix import ScalarMix
 from .text import normalize_width, tokenize
-from .trainer_lm import load_bilm
+from . import checkpoint as ckpt
+from .trainer_lm import load_bilm, resolve_model_dir
 from .vocab import Vocab
 
 
@@ -119,7 +120,13 @@ class Elmo(nn.Layer):
             raise UserError(f"num_output_representations must be >= 1, got {num_output_representations}")
         if not 0.0 <= dropout < 1.0:
             raise UserError(f"dropout must be in [0, 1), got {dropout}")
-        bilm, vocab, conf = load_bilm(model_dir, verify=verify)
+        self.model_dir = resolve_model_dir(model_dir)
+        bilm, vocab, conf = load_bilm(self.model_dir, verify=verify)
+        try:
+            manifest = ckpt.read_json(self.model_dir, ckpt.MANIFEST)
+            self.weights_sha256 = manifest["files"]["weights.safetensors"]["sha256"]
+        except (UserError, KeyError, TypeError):
+            self.weights_sha256 = None
         cfg = bilm.cfg
         if cfg.token_encoder != "embedding":
             raise UserError(f"{model_dir}: Elmo supports biLMs with token_encoder 'embedding' only "
