@@ -109,32 +109,43 @@ class LMBatcher:
     """Packs shuffled training lines into [B, L] windows; `state()`/`load_state()` make it resumable."""
 
     def __init__(self, info: CorpusInfo, vocab: Vocab, batch_size: int, seq_len: int, seed: int = 0,
-                 rank: int = 0, world_size: int = 1, shuffle_buffer: int = 10_000):
+                 rank: int = 0, world_size: int = 1, shuffle_buffer: int = 10_000,
+                 shuffle_buffer_chars: int = 8_000_000):
         self.info, self.vocab = info, vocab
         self.B, self.L = batch_size, seq_len
         self.seed, self.rank, self.world = seed, rank, world_size
         self.shuffle_buffer = shuffle_buffer
+        # the buffer is also bounded in characters: lines can be up to 100k chars (a file with no newlines
+        # is read as such pieces), and 10k of those would be a gigabyte
+        self.shuffle_buffer_chars = shuffle_buffer_chars
         self.epoch = 0
         self.consumed = 0  # lines taken from this epoch's shuffled stream
         self.rows: list[list[int]] = [[] for _ in range(batch_size)]
+        self.off = [0] * batch_size  # row r's pending tokens are rows[r][off[r]:] (no O(len) copy per window)
         self.stats = ReadStats()
 
     def state(self) -> dict:
-        return {"epoch": self.epoch, "consumed": self.consumed, "rows": [list(r) for r in self.rows]}
+        return {"epoch": self.epoch, "consumed": self.consumed,
+                "rows": [r[o:] for r, o in zip(self.rows, self.off)]}
 
     def load_state(self, st: dict) -> None:
         self.epoch, self.consumed = int(st["epoch"]), int(st["consumed"])
         self.rows = [list(map(int, r)) for r in st["rows"]]
+        self.off = [0] * len(self.rows)
 
     def _shuffled_lines(self) -> Iterator[str]:
         rng = random.Random(f"{self.seed}-{self.epoch}-{self.rank}")
         buf: list[str] = []
+        chars = 0
         for line in iter_split_lines(self.info, "train", self.rank, self.world, self.stats):
             buf.append(line)
-            if len(buf) >= self.shuffle_buffer:
+            chars += len(line)
+            while len(buf) >= self.shuffle_buffer or (chars > self.shuffle_buffer_chars and buf):
                 j = rng.randrange(len(buf))
                 buf[j], buf[-1] = buf[-1], buf[j]
-                yield buf.pop()
+                out = buf.pop()
+                chars -= len(out)
+                yield out
         rng.shuffle(buf)
         yield from buf
 
@@ -146,20 +157,25 @@ class LMBatcher:
             next(lines, None)
         exhausted = False
         while True:
+            rows, off = self.rows, self.off
             for r in range(self.B):
-                while len(self.rows[r]) < need and not exhausted:
+                while len(rows[r]) - off[r] < need and not exhausted:
                     line = next(lines, None)
                     if line is None:
                         exhausted = True
                         break
                     self.consumed += 1
-                    self.rows[r].extend([Vocab.bos_id, *self.vocab.encode(tokenize(line, self.vocab.unit)),
-                                         Vocab.eos_id])
-            if any(len(r) < need for r in self.rows):
+                    rows[r].extend([Vocab.bos_id, *self.vocab.encode(tokenize(line, self.vocab.unit)),
+                                    Vocab.eos_id])
+            if any(len(row) - o < need for row, o in zip(rows, off)):
                 break
-            win = np.array([r[:need] for r in self.rows], dtype="int64")
+            win = np.array([row[o:o + need] for row, o in zip(rows, off)], dtype="int64")
             # keep the window's last 2 tokens: the next window starts where this one's inputs ended
-            self.rows = [r[self.L:] for r in self.rows]
+            for r in range(self.B):
+                off[r] += self.L
+                if off[r] * 2 > len(rows[r]):  # drop the consumed head now and then (amortised O(1))
+                    rows[r] = rows[r][off[r]:]
+                    off[r] = 0
             inp, fwd, bwd = win[:, 1:-1], win[:, 2:].copy(), win[:, :-2].copy()
             # across a line boundary "</S> is followed by <S>" is free to predict: don't train on it
             fwd[inp == Vocab.eos_id] = 0
@@ -168,6 +184,7 @@ class LMBatcher:
         self.epoch += 1
         self.consumed = 0
         self.rows = [[] for _ in range(self.B)]
+        self.off = [0] * self.B
 
     def batches_per_epoch(self) -> int:
         """Approximate number of batches in one epoch on this rank (from the scan's token count)."""
