@@ -24,11 +24,11 @@ def full_softmax_nll(h: paddle.Tensor, weight: paddle.Tensor, bias: paddle.Tenso
 class LogUniformSampler:
     """Samples class ids from the log-uniform (Zipf) distribution P(k) = log((k+2)/(k+1)) / log(V+1).
 
-    Appropriate because the vocab is sorted by frequency.  Ids below `offset` (the special tokens
-    `<PAD> <S>`) are never sampled.
+    Appropriate because the vocab is sorted by frequency.  Ids below `offset` (`<PAD>`, never a target) are
+    never sampled; `<S>` is a real target of the backward LM, so it must have a finite probability.
     """
 
-    def __init__(self, vocab_size: int, offset: int = 2):
+    def __init__(self, vocab_size: int, offset: int = 1):
         self.V, self.offset = vocab_size, offset
         n = vocab_size - offset
         self.log_n1 = math.log(n + 1)
