@@ -77,10 +77,12 @@ def plan(cfg: PipelineConfig) -> list[Step]:
                     name = f"{variant}-f{frac:g}-s{seed}"
                     run_dir = Path(cfg.runs_dir) / task / name
                     cmd = [py, "-m", f"tasks.{task}.finetune", "--config", t.config, "--train-fraction", str(frac),
-                           "--seed", str(seed), "--run-name", name, *data, f"runs_dir={Path(cfg.runs_dir) / task}",
-                           *map(str, t.overrides)]
+                           "--seed", str(seed), "--run-name", name, *data]
                     if variant == "elmo":
-                        cmd += ["--elmo-model", str(elmo_dir / "best"), *map(str, t.elmo_overrides)]
+                        cmd += ["--elmo-model", str(elmo_dir / "best")]
+                    cmd += [f"runs_dir={Path(cfg.runs_dir) / task}", *map(str, t.overrides)]
+                    if variant == "elmo":
+                        cmd += list(map(str, t.elmo_overrides))
                     est = t.est_minutes * (2 if variant == "elmo" else 1)
                     steps.append(Step(f"{task} {name}", cmd, run_dir / "metrics.json", est, run_dir))
     steps.append(Step("compare", [py, "-m", "tasks.compare", cfg.runs_dir], Path("/nonexistent/always-run"), 0.2))
