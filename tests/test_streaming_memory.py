@@ -51,5 +51,6 @@ def test_peak_rss_is_flat_for_large_corpora_and_a_50mb_line():
     line10 = cm.run_measure(cm.generate_long_line(wd / "line_10MB.txt", 10), 20_000)
     line50 = cm.run_measure(cm.generate_long_line(wd / "line_50MB.txt", 50), 20_000)
     print(f"single line: 10 MB peak {line10['peak_rss_mb']} MB, 50 MB peak {line50['peak_rss_mb']} MB")
-    assert line50["peak_rss_mb"] <= line10["peak_rss_mb"] + 15, (line10, line50)
+    # the 10 MB line (3.3M chars) fits the 8M-char shuffle buffer whole, the 50 MB one fills it to the cap
+    assert line50["peak_rss_mb"] <= line10["peak_rss_mb"] + 25, (line10, line50)
     assert line50["peak_rss_mb"] <= a["peak_rss_mb"] + 60, (a, line50)
