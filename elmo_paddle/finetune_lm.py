@@ -44,10 +44,15 @@ def _read_text(path: Path) -> str:
         raise UserError(f"{path}:{line}: not valid UTF-8") from None
 
 
+def _lines(text: str) -> list[str]:
+    # "\n" only: str.splitlines() also splits at U+2028, U+0085 ..., which occur inside JSON strings
+    return [ln.rstrip("\r") for ln in text.split("\n")]
+
+
 def sniff_format(path: Path, text: str) -> str:
     """Guess the task format of a file from its name and first lines."""
     name = path.name.lower().removesuffix(".gz")
-    head = [ln for ln in text[:20000].splitlines() if ln.strip()][:20]
+    head = [ln for ln in _lines(text[:20000]) if ln.strip()][:20]
     if name.endswith(".json") or (head and head[0].lstrip().startswith("{")):
         first = head[0].lstrip() if head else ""
         return "dureader" if first.startswith("{") and '"documents"' in first else "cmrc"
@@ -65,11 +70,11 @@ def extract_lines(path: Path, fmt: str = "auto") -> tuple[str, list[str]]:
         fmt = sniff_format(path, text)
     lines: list[str] = []
     if fmt == "plain":
-        lines = text.splitlines()
+        lines = _lines(text)
     elif fmt == "pd1998":
-        lines = ["".join(t.rsplit("/", 1)[0] for t in ln.split()) for ln in text.splitlines()]
+        lines = ["".join(t.rsplit("/", 1)[0] for t in ln.split()) for ln in _lines(text)]
     elif fmt == "lac":
-        lines = [ln.split("\t", 1)[0] for ln in text.splitlines()]
+        lines = [ln.split("\t", 1)[0] for ln in _lines(text)]
     elif fmt == "cmrc":
         try:
             data = json.loads(text)
@@ -78,7 +83,7 @@ def extract_lines(path: Path, fmt: str = "auto") -> tuple[str, list[str]]:
             raise UserError(f"{path} is not CMRC/SQuAD JSON ({e})") from None
         lines = [c.replace("\n", " ") for c in seen]
     elif fmt == "dureader":
-        for i, ln in enumerate(text.splitlines()):
+        for i, ln in enumerate(_lines(text)):
             if not ln.strip():
                 continue
             try:
