@@ -4,8 +4,9 @@ Both sides: token embedding (width = proj), per direction `--layers` LSTM-with-p
 (ours: `BiLstmpStack`; PyTorch: one `torch.nn.LSTM(in, hidden, proj_size=proj)` per layer and direction),
 dropout 0.1 between layers, residual connections from the second layer on, the backward LM reading the
 reversed sentence, one softmax head per direction (full, or sampled with log-uniform samples shared by the
-batch), Adam.  The two are timed in the same process, interleaved step by step (the machine is shared, so
-absolute numbers are noisy; the ratio is what to read), and the median of the repeats is reported.
+batch), Adam.  Each side runs in its own worker process (two OpenMP runtimes in one process fight over the
+cores); the parent alternates them step by step (the machine is shared, so absolute numbers are noisy; the
+ratio is what to read) and reports the median of the repeats.
 
     PYTHONPATH=. .venv/bin/python bench/bilm_train.py --batch-size 32 --seq-len 50 --hidden 512 \\
         --proj 256 --vocab 5000 --threads 2 --impl lstmp --softmax full
@@ -180,61 +181,110 @@ def make_batch(a, rng):
     return {"inputs": seq[:, 1:-1], "fwd_targets": seq[:, 2:], "bwd_targets": seq[:, :-2]}
 
 
-def timed(fn, arg):
-    t = time.perf_counter()
-    v = fn(arg)
-    return time.perf_counter() - t, v
+def worker(a, side):
+    """Child process: build one side's model, then run the steps the parent asks for, one per line."""
+    os.environ["OMP_NUM_THREADS"] = str(a.threads)
+    import numpy as np
+
+    if side == "paddle":
+        import elmo_paddle  # noqa: F401  (sets MKL_DEBUG_CPU_TYPE / KMP_BLOCKTIME before paddle loads)
+        import paddle
+
+        paddle.set_device("cpu")
+        paddle.base.core.set_num_threads(a.threads)
+        version = paddle.__version__
+        to_tensor = lambda v: paddle.to_tensor(v.astype("int64"))  # noqa: E731
+        _, train, evaluate = build_paddle(a)
+    else:
+        import torch
+
+        torch.set_num_threads(a.threads)
+        version = torch.__version__
+        to_tensor = lambda v: torch.from_numpy(v.astype("int64"))  # noqa: E731
+        _, train, evaluate = build_torch(a)
+    batch = {k: to_tensor(v) for k, v in make_batch(a, np.random.default_rng(a.seed)).items()}
+    out = sys.stdout
+    sys.stdout = sys.stderr  # keep library chatter off the protocol channel
+    out.write(f"ready {version}\n")
+    out.flush()
+    for line in sys.stdin:
+        cmd = line.strip()
+        if cmd == "quit":
+            break
+        t = time.perf_counter()
+        v = train(batch) if cmd == "train" else evaluate(batch["inputs"])
+        out.write(f"{time.perf_counter() - t} {v}\n")
+        out.flush()
+
+
+class Worker:
+    def __init__(self, argv, side):
+        import subprocess
+        self.p = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--worker", side] + argv,
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
+                                  env=dict(os.environ, PYTHONPATH=os.pathsep.join(
+                                      [os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
+                                      + os.environ.get("PYTHONPATH", "").split(os.pathsep))))
+        line = self.p.stdout.readline().split()
+        if not line or line[0] != "ready":
+            raise SystemExit(f"{side} worker failed to start")
+        self.version = line[1]
+
+    def step(self, cmd):
+        self.p.stdin.write(cmd + "\n")
+        self.p.stdin.flush()
+        dt, v = self.p.stdout.readline().split()
+        return float(dt), float(v)
+
+    def close(self):
+        self.p.stdin.write("quit\n")
+        self.p.stdin.flush()
+        self.p.wait()
+
+
+def interleaved(workers, cmd, warmup, repeats):
+    """Warm up, then alternate the sides step by step (alternating who goes first); times and values."""
+    for _ in range(warmup):
+        for w in workers:
+            w.step(cmd)
+    times, vals = [[] for _ in workers], [[] for _ in workers]
+    for r in range(repeats):
+        order = list(range(len(workers)))
+        for k in (order if r % 2 == 0 else order[::-1]):
+            dt, v = workers[k].step(cmd)
+            times[k].append(dt)
+            vals[k].append(v)
+    return times, vals
 
 
 def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    side = None
+    if argv[:1] == ["--worker"]:
+        side, argv = argv[1], argv[2:]
     a = parse_args(argv)
-    os.environ.setdefault("OMP_NUM_THREADS", str(a.threads))
-    import elmo_paddle  # noqa: F401  (sets MKL_DEBUG_CPU_TYPE / KMP_BLOCKTIME before paddle loads)
-    import numpy as np
-    import paddle
-    import torch
-
-    paddle.set_device("cpu")
-    paddle.base.core.set_num_threads(a.threads)
-    torch.set_num_threads(a.threads)
-
-    rng = np.random.default_rng(a.seed)
-    np_batch = make_batch(a, rng)
-    p_batch = {k: paddle.to_tensor(v.astype("int64")) for k, v in np_batch.items()}
-    t_batch = {k: torch.from_numpy(v.astype("int64")) for k, v in np_batch.items()}
-    _, p_train, p_eval = build_paddle(a)
-    _, t_train, t_eval = build_torch(a)
+    if side:
+        return worker(a, side)
+    # each framework in its own process: Paddle's Intel OpenMP and PyTorch's GNU OpenMP in one process
+    # fight over the 2 cores (measured: both several times slower than alone)
+    pw, tw = Worker(argv, "paddle"), Worker(argv, "torch")
     ntok = a.batch_size * a.seq_len
     print(f"biLM train step: B={a.batch_size} T={a.seq_len} vocab={a.vocab} token/proj={a.proj} "
           f"hidden={a.hidden} layers={a.layers}x2 softmax={a.softmax}"
           f"{f'({a.samples})' if a.softmax == 'sampled' else ''} threads={a.threads} impl={a.impl}; "
-          f"paddle {paddle.__version__}, torch {torch.__version__}", flush=True)
-
-    for _ in range(a.warmup):
-        p_train(p_batch), t_train(t_batch)
-    pt, tt, pl, tl = [], [], [], []
-    for r in range(a.repeats):  # interleaved, alternating which goes first
-        order = [(p_train, p_batch, pt, pl), (t_train, t_batch, tt, tl)]
-        for fn, b, times, losses in (order if r % 2 == 0 else order[::-1]):
-            dt, loss = timed(fn, b)
-            times.append(dt)
-            losses.append(loss)
-    p_tps, t_tps = ntok / statistics.median(pt), ntok / statistics.median(tt)
-    print(f"paddle train: {p_tps:8.0f} tokens/s  (median {statistics.median(pt) * 1e3:.0f} ms/step, "
-          f"min {min(pt) * 1e3:.0f}; loss {pl[0]:.3f} -> {pl[-1]:.3f})")
-    print(f"torch  train: {t_tps:8.0f} tokens/s  (median {statistics.median(tt) * 1e3:.0f} ms/step, "
-          f"min {min(tt) * 1e3:.0f}; loss {tl[0]:.3f} -> {tl[-1]:.3f})")
-
-    pe, te = [], []
-    for _ in range(a.warmup):
-        p_eval(p_batch["inputs"]), t_eval(t_batch["inputs"])
-    for r in range(a.eval_repeats):
-        order = [(p_eval, p_batch["inputs"], pe), (t_eval, t_batch["inputs"], te)]
-        for fn, b, times in (order if r % 2 == 0 else order[::-1]):
-            times.append(timed(fn, b)[0])
-    p_etps, t_etps = ntok / statistics.median(pe), ntok / statistics.median(te)
+          f"paddle {pw.version}, torch {tw.version}; median of {a.repeats} interleaved steps", flush=True)
+    (pt, tt), (pl, tl) = interleaved([pw, tw], "train", a.warmup, a.repeats)
+    med = statistics.median
+    p_tps, t_tps = ntok / med(pt), ntok / med(tt)
+    for name, tps, ts, ls in (("paddle", p_tps, pt, pl), ("torch ", t_tps, tt, tl)):
+        print(f"{name} train: {tps:8.0f} tokens/s  (median {med(ts) * 1e3:.0f} ms/step, "
+              f"min {min(ts) * 1e3:.0f}; loss {ls[0]:.3f} -> {ls[-1]:.3f})")
+    print(f"(best-step ratio paddle/torch train: {min(tt) / min(pt):.2f})")
+    (pe, te), _ = interleaved([pw, tw], "eval", a.warmup, a.eval_repeats)
+    p_etps, t_etps = ntok / med(pe), ntok / med(te)
     print(f"paddle eval (no-grad forward, ELMo layers): {p_etps:8.0f} tokens/s")
     print(f"torch  eval (no-grad forward, ELMo layers): {t_etps:8.0f} tokens/s")
+    pw.close(), tw.close()
     print(f"ratio paddle/torch eval: {p_etps / t_etps:.2f}")
     print(f"ratio paddle/torch train: {p_tps / t_tps:.2f}")
     return 0

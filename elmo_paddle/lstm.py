@@ -20,7 +20,7 @@ Two implementations, chosen by `BiLMConfig.lstm_impl`:
 
 Layout: the stack takes and returns `[2, B, T, ...]`; index 0 is the forward LM, index 1 the backward LM
 whose time axis is already reversed (see `reverse_padded`), so both directions read their sequence left to
-right.  Internally the exact layer works time-major, `[2, T, B, ...]`.
+right.  Internally the layers work on `[T, 2, F, B]` (time, direction, feature, batch).
 """
 from __future__ import annotations
 
@@ -51,93 +51,101 @@ def _clip(x: paddle.Tensor, v: float | None) -> paddle.Tensor:
     return paddle.clip(x, -v, v) if v else x
 
 
-def _lstmp_forward(xw, w_hh, w_proj, cell_clip, proj_clip, keep):
-    """The LSTMP recurrence without autograd: `xw [2, T, B, 4H]` -> `[2, T, B, P]` (+ what backward needs)."""
-    _, T, B, H4 = xw.shape
-    H, P = H4 // 4, w_proj.shape[-1]
-    h = paddle.zeros([2, B, P], dtype=xw.dtype)
-    c = paddle.zeros([2, B, H], dtype=xw.dtype)
-    ss, gs, cs, tcs, ms, hs = [], [], [], [], [], []
+def _lstmp_forward(x, w_cat, bias, w_proj, cell_clip, proj_clip, keep):
+    """The LSTMP recurrence without autograd.
+
+    `x [T, 2, D, B]`, `w_cat [2, 4H, D + P]` (= [W_ih | W_hh]), `bias [2, 4H, 1]`, `w_proj [2, P, H]`
+    -> `[T, 2, P, B]`, plus (when `keep`) the per-step values the backward pass needs.
+    """
+    T, _, D, B = x.shape
+    H, P = w_proj.shape[2], w_proj.shape[1]
+    h = paddle.zeros([2, P, B], dtype=x.dtype)
+    c = paddle.zeros([2, H, B], dtype=x.dtype)
+    hs, saved = [], []
     for t in range(T):
-        gates = xw[:, t] + paddle.bmm(h, w_hh)
-        sig, g = paddle.split(gates, [3 * H, H], axis=-1)
+        xh = paddle.concat([x[t], h], axis=1)  # [2, D + P, B]
+        gates = paddle.matmul(w_cat, xh) + bias  # [2, 4H, B]: one GEMM for input and recurrent part
+        sig, g = paddle.split(gates, [3 * H, H], axis=1)
         sig, g = F.sigmoid(sig), paddle.tanh(g)
-        i, f, o = paddle.split(sig, 3, axis=-1)
+        i, f, o = paddle.split(sig, 3, axis=1)
+        c_prev = c
         c = _clip(f * c + i * g, cell_clip)
         tc = paddle.tanh(c)
         m = o * tc
-        h = _clip(paddle.bmm(m, w_proj), proj_clip)
+        h = _clip(paddle.matmul(w_proj, m), proj_clip)
         hs.append(h)
         if keep:
-            ss.append(sig), gs.append(g), cs.append(c), tcs.append(tc), ms.append(m)
-    out = paddle.stack(hs, axis=1)  # [2, T, B, P]
-    if not keep:
-        return out, None
-    return out, [paddle.stack(v, axis=1) for v in (ss, gs, cs, tcs, ms)]
+            saved.append((xh, sig, g, c_prev, c, tc, m, h))
+    return paddle.stack(hs, axis=0), saved
 
 
 class _LstmpRecurrence(PyLayer):
-    """The recurrence of an LSTMP layer for both directions at once, with a hand-written backward.
+    """An LSTMP layer for both directions at once, with a hand-written backward (BPTT).
 
-    Inputs: `xw [2, T, B, 4H]` (input projections incl. bias), `w_hh [2, P, 4H]`, `w_proj [2, H, P]`.
-    Output: projected states `[2, T, B, P]`.
+    Inputs: `x [T, 2, D, B]`, `w_ih [2, 4H, D]`, `w_hh [2, 4H, P]`, `bias [2, 4H, 1]`, `w_proj [2, P, H]`.
+    Output: projected states `[T, 2, P, B]`.  Everything is laid out feature-major (`[.., F, B]`) because
+    MKL is much faster at `W @ h` with W `[4H, P]` and h `[P, 32]` than at `h @ W` (measured 1.6x), and
+    the gate blocks are then contiguous.  Per step the backward needs two small GEMMs and ~20 small
+    element-wise ops; the weight and input gradients are big GEMMs over all steps after the loop.
     """
 
     @staticmethod
-    def forward(ctx, xw, w_hh, w_proj, cell_clip, proj_clip):
-        out, saved = _lstmp_forward(xw, w_hh, w_proj, cell_clip, proj_clip, keep=True)
-        ctx.save_for_backward(w_hh, w_proj, out, *saved)
+    def forward(ctx, x, w_ih, w_hh, bias, w_proj, cell_clip, proj_clip):
+        w_cat = paddle.concat([w_ih, w_hh], axis=2)
+        out, saved = _lstmp_forward(x, w_cat, bias, w_proj, cell_clip, proj_clip, keep=True)
+        ctx.saved = saved
+        ctx.save_for_backward(w_ih, w_hh, w_proj)
         ctx.clips = (cell_clip, proj_clip)
         return out
 
     @staticmethod
     def backward(ctx, dout):
-        w_hh, w_proj, out, S, G, C, TC, M = ctx.saved_tensor()
+        w_ih, w_hh, w_proj = ctx.saved_tensor()
+        saved, ctx.saved = ctx.saved, None
         cell_clip, proj_clip = ctx.clips
-        _, T, B, P = out.shape
-        H = G.shape[-1]
-        # everything that does not depend on the backward recurrence, computed for all steps at once
-        I, Fg, O = paddle.split(S, 3, axis=-1)
-        C_prev = paddle.concat([paddle.zeros_like(C[:, :1]), C[:, :-1]], axis=1)
-        H_prev = paddle.concat([paddle.zeros_like(out[:, :1]), out[:, :-1]], axis=1)
-        A = O * (1 - TC * TC)  # d c / d m  (through tanh(c) and the output gate)
-        if cell_clip:
-            A = A * (C.abs() < cell_clip).astype(C.dtype)
-            F_m = Fg * (C_prev.abs() < cell_clip).astype(C.dtype)
-        else:
-            F_m = Fg
-        # d gates = [dc, dc, dm, dc] * Q, Q folding the gate values and the activation derivatives
-        Q = paddle.concat([G, C_prev, TC, I], axis=-1) * paddle.concat([S * (1 - S), 1 - G * G], axis=-1)
-        if proj_clip:
-            mask_h = (out.abs() < proj_clip).astype(out.dtype)
-            dout = dout * mask_h
-        w_hh_t = w_hh.transpose([0, 2, 1])
-        w_proj_t = w_proj.transpose([0, 2, 1])
-        dh = paddle.zeros([2, B, P], dtype=out.dtype)  # gradient reaching h_t from step t+1
-        dc_next = paddle.zeros([2, B, H], dtype=out.dtype)  # gradient reaching c_t (clipped) from t+1
+        T, _, P, B = dout.shape
+        H, D = w_proj.shape[2], w_ih.shape[2]
+        dh = None  # gradient reaching h_t from step t+1
+        dc_next = None  # gradient reaching c_t (after the clip) from step t+1
         dgs, dps = [None] * T, [None] * T
         for t in range(T - 1, -1, -1):
-            dp = dout[:, t] + (dh * mask_h[:, t] if proj_clip else dh)  # grad of the unclipped projection
+            xh, sig, g, c_prev, c, tc, m, h = saved[t]
+            dp = dout[t] if dh is None else dout[t] + dh
+            if proj_clip:  # gradient of the projection before its clip
+                dp = dp * (h.abs() < proj_clip).astype(dp.dtype)
             dps[t] = dp
-            dm = paddle.bmm(dp, w_proj_t)
-            # gradient of the unclipped cell c_t: from h_t (A holds the clip mask) and from c_{t+1}
-            # (dc_next already carries f_{t+1} and this step's clip mask through F_m)
-            dc = dm * A[:, t] + dc_next
-            dg = paddle.concat([dc, dc, dm, dc], axis=-1) * Q[:, t]
+            dm = paddle.matmul(w_proj, dp, transpose_x=True)  # [2, H, B]
+            i, f, o = paddle.split(sig, 3, axis=1)
+            dc = dm * o * (1.0 - tc * tc)
+            if dc_next is not None:
+                dc = dc + dc_next
+            if cell_clip:  # gradient of the cell before its clip
+                dc = dc * (c.abs() < cell_clip).astype(dc.dtype)
+            dsig = paddle.concat([dc * g, dc * c_prev, dm * tc], axis=1) * (sig - sig * sig)
+            dgg = dc * i * (1.0 - g * g)
+            dg = paddle.concat([dsig, dgg], axis=1)  # [2, 4H, B]
             dgs[t] = dg
             if t > 0:
-                dc_next = dc * F_m[:, t]
-                dh = paddle.bmm(dg, w_hh_t)
-        dG = paddle.stack(dgs, axis=1)  # [2, T, B, 4H]
-        dP = paddle.stack(dps, axis=1)  # [2, T, B, P]
-        flat = lambda x: x.reshape([2, T * B, x.shape[-1]])  # noqa: E731
-        dw_hh = paddle.bmm(flat(H_prev).transpose([0, 2, 1]), flat(dG))
-        dw_proj = paddle.bmm(flat(M).transpose([0, 2, 1]), flat(dP))
-        return dG, dw_hh, dw_proj
+                dc_next = dc * f
+                dh = paddle.matmul(w_hh, dg, transpose_x=True)  # [2, P, B]
+        dG = paddle.stack(dgs, axis=2).reshape([2, 4 * H, T * B])
+        XH = paddle.stack([s[0] for s in saved], axis=2).reshape([2, D + P, T * B])
+        dw_cat = paddle.matmul(dG, XH, transpose_y=True)  # [2, 4H, D + P]
+        dw_ih, dw_hh = paddle.split(dw_cat, [D, P], axis=2)
+        dbias = dG.sum(axis=2, keepdim=True)
+        dx = paddle.matmul(w_ih, dG, transpose_x=True).reshape([2, D, T, B]).transpose([2, 0, 1, 3])
+        dP = paddle.stack(dps, axis=2).reshape([2, P, T * B])
+        M = paddle.stack([s[6] for s in saved], axis=2).reshape([2, H, T * B])
+        dw_proj = paddle.matmul(dP, M, transpose_y=True)  # [2, P, H]
+        return dx, dw_ih, dw_hh, dbias, dw_proj
 
 
 class BiLstmpLayer(nn.Layer):
-    """One exact LSTMP layer for both directions: input `[2, T, B, D]` -> output `[2, T, B, P]` (time-major)."""
+    """One exact LSTMP layer for both directions: `[T, 2, D, B]` -> `[T, 2, P, B]` (see `BiLstmpStack`).
+
+    Weights are stored as PyTorch does: `w_ih [2, 4H, D]`, `w_hh [2, 4H, P]`, `w_proj [2, P, H]`, and
+    `bias [2, 4H, 1]`; index 0 of the leading axis is the forward LM, 1 the backward LM.
+    """
 
     def __init__(self, input_dim: int, hidden_dim: int, proj_dim: int, cell_clip: float | None = 3.0,
                  proj_clip: float | None = 3.0):
@@ -145,45 +153,43 @@ class BiLstmpLayer(nn.Layer):
         self.hidden_dim, self.proj_dim = hidden_dim, proj_dim
         self.cell_clip, self.proj_clip = cell_clip or None, proj_clip or None
         init = nn.initializer.Uniform(-0.05, 0.05)
-        self.w_ih = self.create_parameter([2, input_dim, 4 * hidden_dim], default_initializer=init)
-        self.w_hh = self.create_parameter([2, proj_dim, 4 * hidden_dim], default_initializer=init)
+        self.w_ih = self.create_parameter([2, 4 * hidden_dim, input_dim], default_initializer=init)
+        self.w_hh = self.create_parameter([2, 4 * hidden_dim, proj_dim], default_initializer=init)
         # forget-gate bias 1.0 (gates are i, f, o, g): lets gradients flow through time early in training
-        b = paddle.zeros([2, 1, 4 * hidden_dim])
-        b[:, :, hidden_dim:2 * hidden_dim] = 1.0
-        self.bias = self.create_parameter([2, 1, 4 * hidden_dim],
+        b = paddle.zeros([2, 4 * hidden_dim, 1])
+        b[:, hidden_dim:2 * hidden_dim] = 1.0
+        self.bias = self.create_parameter([2, 4 * hidden_dim, 1],
                                           default_initializer=nn.initializer.Assign(b))
-        self.w_proj = self.create_parameter([2, hidden_dim, proj_dim], default_initializer=init)
+        self.w_proj = self.create_parameter([2, proj_dim, hidden_dim], default_initializer=init)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        _, T, B, D = x.shape
-        xw = (paddle.bmm(x.reshape([2, T * B, D]), self.w_ih) + self.bias).reshape([2, T, B, -1])
         if not paddle.is_grad_enabled():  # inference: nothing to keep for a backward pass
-            with paddle.no_grad():
-                return _lstmp_forward(xw, self.w_hh, self.w_proj, self.cell_clip, self.proj_clip, False)[0]
-        return _LstmpRecurrence.apply(xw, self.w_hh, self.w_proj, self.cell_clip, self.proj_clip)
+            w_cat = paddle.concat([self.w_ih, self.w_hh], axis=2)
+            return _lstmp_forward(x, w_cat, self.bias, self.w_proj, self.cell_clip, self.proj_clip, False)[0]
+        return _LstmpRecurrence.apply(x, self.w_ih, self.w_hh, self.bias, self.w_proj,
+                                      self.cell_clip, self.proj_clip)
 
     def step_reference(self, x: paddle.Tensor) -> paddle.Tensor:
         """Same as `forward` with plain autograd ops (slow; for tests)."""
-        _, T, B, D = x.shape
+        T, _, _, B = x.shape
         H = self.hidden_dim
-        xw = (paddle.bmm(x.reshape([2, T * B, D]), self.w_ih) + self.bias).reshape([2, T, B, -1])
-        h = paddle.zeros([2, B, self.proj_dim], dtype=x.dtype)
-        c = paddle.zeros([2, B, H], dtype=x.dtype)
+        h = paddle.zeros([2, self.proj_dim, B], dtype=x.dtype)
+        c = paddle.zeros([2, H, B], dtype=x.dtype)
         outs = []
         for t in range(T):
-            gates = xw[:, t] + paddle.bmm(h, self.w_hh)
-            i, f, o, g = paddle.split(gates, 4, axis=-1)
+            gates = paddle.matmul(self.w_ih, x[t]) + paddle.matmul(self.w_hh, h) + self.bias
+            i, f, o, g = paddle.split(gates, 4, axis=1)
             c = _clip(F.sigmoid(f) * c + F.sigmoid(i) * paddle.tanh(g), self.cell_clip)
-            h = _clip(paddle.bmm(F.sigmoid(o) * paddle.tanh(c), self.w_proj), self.proj_clip)
+            h = _clip(paddle.matmul(self.w_proj, F.sigmoid(o) * paddle.tanh(c)), self.proj_clip)
             outs.append(h)
-        return paddle.stack(outs, axis=1)
+        return paddle.stack(outs, axis=0)
 
 
 class FusedBiLstmLayer(nn.Layer):
     """Approximate LSTMP with fused kernels: per direction `nn.LSTM(D, H)` -> Linear(H, P) -> proj clip.
 
     The recurrence runs on the full hidden state (H) and there is no cell clip, unlike a true LSTMP.
-    Input `[2, T, B, D]` -> output `[2, T, B, P]` (time-major, like `BiLstmpLayer`).
+    Input `[T, 2, D, B]` -> output `[T, 2, P, B]` (the layout of `BiLstmpLayer`).
     """
 
     def __init__(self, input_dim: int, hidden_dim: int, proj_dim: int, cell_clip: float | None = 3.0,
@@ -196,10 +202,10 @@ class FusedBiLstmLayer(nn.Layer):
         self.w_proj = self.create_parameter([2, hidden_dim, proj_dim], default_initializer=init)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        _, T, B, _ = x.shape
-        hs = paddle.stack([self.rnns[d](x[d])[0] for d in range(2)], axis=0)  # [2, T, B, H]
-        y = paddle.bmm(hs.reshape([2, T * B, -1]), self.w_proj).reshape([2, T, B, -1])
-        return _clip(y, self.proj_clip)
+        T, _, _, B = x.shape
+        hs = paddle.stack([self.rnns[d](x[:, d].transpose([0, 2, 1]))[0] for d in range(2)], axis=0)
+        y = paddle.bmm(hs.reshape([2, T * B, -1]), self.w_proj)  # [2, T*B, P]
+        return _clip(y.reshape([2, T, B, -1]).transpose([1, 0, 3, 2]), self.proj_clip)
 
 
 class BiLstmpStack(nn.Layer):
@@ -221,12 +227,12 @@ class BiLstmpStack(nn.Layer):
 
     def forward(self, x: paddle.Tensor) -> list[paddle.Tensor]:
         """x `[2, B, T, D]` -> list of each layer's output `[2, B, T, P]` (after the residual add)."""
-        x = x.transpose([0, 2, 1, 3])  # time-major inside
+        x = x.transpose([2, 0, 3, 1])  # inside: [T, 2, D, B], each step's [2, D, B] contiguous
         outs = []
         for k, layer in enumerate(self.layers):
             y = layer(self.dropout(x))
             if self.residual and k > 0:
                 y = y + x
-            outs.append(y.transpose([0, 2, 1, 3]))
+            outs.append(y.transpose([1, 3, 0, 2]))
             x = y
         return outs

@@ -26,15 +26,15 @@ def _sigmoid(x):
 
 
 def _numpy_lstmp(x, w_ih, w_hh, b, w_proj, cell_clip, proj_clip):
-    """Slow reference: one direction d, x [T, B, D]; gates i, f, o, g."""
+    """Slow reference for one direction: x [T, B, D]; weights stored [out, in] as in PyTorch; gates i, f, o, g."""
     T, B, _ = x.shape
-    H, P = w_hh.shape[1] // 4, w_proj.shape[1]
+    H, P = w_hh.shape[0] // 4, w_proj.shape[0]
     h, c, outs = np.zeros((B, P)), np.zeros((B, H)), []
     for t in range(T):
-        z = x[t] @ w_ih + h @ w_hh + b
+        z = x[t] @ w_ih.T + h @ w_hh.T + b
         i, f, o, g = _sigmoid(z[:, :H]), _sigmoid(z[:, H:2 * H]), _sigmoid(z[:, 2 * H:3 * H]), np.tanh(z[:, 3 * H:])
         c = np.clip(f * c + i * g, -cell_clip, cell_clip)
-        h = np.clip((o * np.tanh(c)) @ w_proj, -proj_clip, proj_clip)
+        h = np.clip((o * np.tanh(c)) @ w_proj.T, -proj_clip, proj_clip)
         outs.append(h)
     return np.stack(outs)
 
@@ -49,14 +49,13 @@ def _layer(cell_clip=0.4, proj_clip=0.3, D=5, H=6, P=4, seed=0):
 
 def test_lstmp_matches_numpy_reference_with_active_clipping():
     layer = _layer()
-    x = np.random.default_rng(0).normal(size=(2, 7, 3, 5)).astype("float32")  # [2, T, B, D]
-    y = layer(paddle.to_tensor(x)).numpy()
+    x = np.random.default_rng(0).normal(size=(7, 2, 5, 3)).astype("float32")  # [T, 2, D, B]
+    y = layer(paddle.to_tensor(x)).numpy()  # [T, 2, P, B]
     w_ih, w_hh, b, w_proj = (p.numpy().astype("float64") for p in (layer.w_ih, layer.w_hh, layer.bias, layer.w_proj))
-    cells = []
     for d in range(2):
-        ref = _numpy_lstmp(x[d].astype("float64"), w_ih[d], w_hh[d], b[d], w_proj[d], 0.4, 0.3)
-        np.testing.assert_allclose(y[d], ref, atol=1e-5)
-        cells.append(ref)
+        ref = _numpy_lstmp(x[:, d].transpose(0, 2, 1).astype("float64"), w_ih[d], w_hh[d], b[d, :, 0],
+                           w_proj[d], 0.4, 0.3)
+        np.testing.assert_allclose(y[:, d].transpose(0, 2, 1), ref, atol=1e-5)
     assert (np.abs(y) >= 0.3 - 1e-6).mean() > 0.1, "projection clip should be active in this test"
     # and the cell clip: with it removed the outputs change
     y_nocc = _layer(cell_clip=None)(paddle.to_tensor(x)).numpy()
@@ -66,9 +65,9 @@ def test_lstmp_matches_numpy_reference_with_active_clipping():
 @pytest.mark.parametrize("clips", [(0.4, 0.3), (None, None)])
 def test_lstmp_hand_written_backward_matches_autograd(clips):
     layer = _layer(*clips)
-    x = paddle.randn([2, 7, 3, 5])
+    x = paddle.randn([7, 2, 5, 3])  # [T, 2, D, B]
     x.stop_gradient = False
-    r = paddle.randn([2, 7, 3, 4])
+    r = paddle.randn([7, 2, 4, 3])
     grads = []
     for fn in (layer.forward, layer.step_reference):
         y = fn(x)
