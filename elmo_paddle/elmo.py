@@ -154,6 +154,8 @@ class Elmo(nn.Layer):
                 for p in layer.parameters():
                     p.stop_gradient = False
             self.tuned_lstm_layers = nn.LayerList(tuned)
+            if len(self.vocab) > 7:
+                self._check_tuned_path()
 
     @property
     def bilm(self) -> BiLM:
@@ -189,10 +191,48 @@ class Elmo(nn.Layer):
             raise UserError(f"ids must be [batch, time], got shape {list(ids.shape)}")
         T = ids.shape[1]
         wrapped, lengths = wrap_with_boundaries(ids)
-        layers = self._bilm(wrapped, lengths=lengths)
+        if self.requires_grad_top_layers and paddle.is_grad_enabled():
+            with paddle.no_grad():
+                layers = self._bilm(wrapped, lengths=lengths)
+            layers = self._recompute_top_layers(layers, lengths)
+        else:
+            layers = self._bilm(wrapped, lengths=lengths)
         stacked = paddle.stack([h[:, 1:T + 1] for h in layers], axis=1)  # [B, L, T, D]
         mask = (ids != 0).astype(stacked.dtype).reshape([ids.shape[0], 1, T, 1])
         return stacked * mask
+
+    def _recompute_top_layers(self, layers: list, lengths: paddle.Tensor) -> list:
+        """Recompute the unfrozen top LSTM layers with plain autograd ops (export.lstmp_layer_forward).
+
+        Not the biLM's own layer forward: lstm.py's hand-written-backward PyLayer cannot take an input that
+        needs no gradient (the frozen layer below), so the tuned layers run the same cell written with
+        ordinary ops.  `__init__` checks both paths agree.
+        """
+        from .export import lstmp_layer_forward
+        from .lstm import reverse_padded
+
+        cfg = self._bilm.cfg
+        P, first = cfg.proj_dim, cfg.num_layers - self.requires_grad_top_layers
+        layers = list(layers)
+        prev = layers[first]  # aligned output of the layer below ([tok; tok] for the token layer)
+        x = paddle.stack([prev[..., :P], reverse_padded(prev[..., P:], lengths)], axis=0)
+        for j in range(first, cfg.num_layers):
+            y = lstmp_layer_forward(self._bilm.lstm.layers[j], x)
+            if cfg.residual and j > 0:
+                y = y + x
+            layers[j + 1] = paddle.concat([y[0], reverse_padded(y[1], lengths)], axis=-1)
+            x = y
+        return layers
+
+    def _check_tuned_path(self) -> None:
+        with paddle.no_grad():
+            wrapped, lengths = wrap_with_boundaries(paddle.to_tensor([[4, 5, 6, 7], [5, 6, 0, 0]], dtype="int64"))
+            ref = self._bilm(wrapped, lengths=lengths)
+            got = self._recompute_top_layers(ref, lengths)
+            err = max(float(paddle.abs(a - b).max()) for a, b in zip(ref, got))
+        if not err < 1e-4:
+            raise RuntimeError(f"requires_grad_top_layers: the re-implemented LSTMP cell differs from lstm.py "
+                               f"by {err:.3g}; elmo_paddle/export.py must follow lstm.py's cell")
 
     def encode(self, ids: paddle.Tensor) -> paddle.Tensor:
         """Frozen biLM activations `[B, num_layers, T, output_dim]` (no gradient; padding is zero)."""

@@ -33,50 +33,91 @@ PROGRAM = "model"  # OUT/model.json, OUT/model.pdiparams
 SAMPLE = ["中华人民共和国成立了", "我们", "", "今天天气很好，我们去北京天安门广场看升旗。"]
 
 
-def _build_layer(bilm):
-    """An nn.Layer over `bilm`'s weights whose forward is export-friendly (see the module docstring)."""
+def reverse_padded_symbolic(x, lengths):
+    """`lstm.reverse_padded` with symbolic shapes (works under `to_static` with a dynamic T)."""
     import paddle
-    import paddle.nn as nn
+
+    t = paddle.arange(paddle.shape(x)[1], dtype="int64").unsqueeze(0)
+    L = lengths.astype("int64").unsqueeze(1)
+    idx = paddle.where(t < L, L - 1 - t, t + L * 0)
+    return paddle.take_along_axis(x, paddle.expand_as(idx.unsqueeze(-1), x), axis=1)
+
+
+def lstmp_weights(layer):
+    """A `BiLstmpLayer`'s weights as (w_ih [2, D, 4H], w_hh [2, P, 4H], bias [2, 1, 4H], w_proj [2, H, P]).
+
+    lstm.py has stored them both "x @ W" (`[2, in, out]`) and feature-major (`[2, out, in]`); the layout is
+    read from the shapes.  Gate order i, f, o, g.  Differentiable (transposes of the parameters).
+    """
+    H, P = layer.hidden_dim, layer.proj_dim
+    w_ih, w_hh, bias, w_proj = layer.w_ih, layer.w_hh, layer.bias, layer.w_proj
+    feature_major = (w_hh.shape[1] == 4 * H) if P != 4 * H else (w_ih.shape[1] == 4 * H)
+    if feature_major:
+        w_ih, w_hh, w_proj = (w.transpose([0, 2, 1]) for w in (w_ih, w_hh, w_proj))
+    return w_ih, w_hh, bias.reshape([2, 1, 4 * H]), w_proj
+
+
+def lstmp_layer_forward(layer, x):
+    """One LSTMP layer, both directions, plain autograd ops: x `[2, B, T, D]` -> `[2, B, T, P]`.
+
+    Under `to_static` (export) the recurrence is a `paddle.static.nn.while_loop` over a tensor-valued T; in
+    eager mode the same cell is a plain Python loop (differentiable: `Elmo(requires_grad_top_layers=k)`).
+    """
+    import paddle
     import paddle.nn.functional as F
 
-    from .elmo import wrap_with_boundaries
+    H, P = layer.hidden_dim, layer.proj_dim
+    w_ih, w_hh, bias, w_proj = lstmp_weights(layer)
+    shp = paddle.shape(x)
+    xw = paddle.bmm(x.reshape([2, -1, x.shape[-1]]), w_ih) + bias
+    xw = xw.reshape([2, shp[1], shp[2], 4 * H]).transpose([2, 0, 1, 3])  # [T, 2, B, 4H]
+    h0 = paddle.zeros_like(xw[0, :, :, :P])
+    c0 = paddle.zeros_like(xw[0, :, :, :H])
+    outs0 = paddle.zeros_like(xw[:, :, :, :P])
+    T = shp[2]
+    cell_clip, proj_clip = layer.cell_clip, layer.proj_clip
 
-    def reverse(x, lengths):
-        # lstm.reverse_padded with symbolic shapes
-        t = paddle.arange(paddle.shape(x)[1], dtype="int64").unsqueeze(0)
-        L = lengths.astype("int64").unsqueeze(1)
-        idx = paddle.where(t < L, L - 1 - t, t + L * 0)
-        return paddle.take_along_axis(x, paddle.expand_as(idx.unsqueeze(-1), x), axis=1)
+    def cond(t, h, c, outs):
+        return t < T
 
-    def lstmp(layer, x):
-        # x [2, B, T, D] (backward direction already reversed) -> [2, B, T, P]
-        H, P = layer.hidden_dim, layer.proj_dim
-        shp = paddle.shape(x)
-        xw = paddle.bmm(x.reshape([2, -1, x.shape[-1]]), layer.w_ih) + layer.bias
-        xw = xw.reshape([2, shp[1], shp[2], 4 * H]).transpose([2, 0, 1, 3])  # [T, 2, B, 4H]
-        h0 = paddle.zeros_like(xw[0, :, :, :P])
-        c0 = paddle.zeros_like(xw[0, :, :, :H])
-        outs0 = paddle.zeros_like(xw[:, :, :, :P])
-        T = shp[2]
-        cell_clip, proj_clip = layer.cell_clip, layer.proj_clip
+    def body(t, h, c, outs):
+        gates = paddle.gather(xw, t).squeeze(0) + paddle.bmm(h, w_hh)
+        i, f, o, g = paddle.split(gates, 4, axis=-1)
+        c = F.sigmoid(f) * c + F.sigmoid(i) * paddle.tanh(g)
+        if cell_clip:
+            c = paddle.clip(c, -cell_clip, cell_clip)
+        h = paddle.bmm(F.sigmoid(o) * paddle.tanh(c), w_proj)
+        if proj_clip:
+            h = paddle.clip(h, -proj_clip, proj_clip)
+        return t + 1, h, c, paddle.scatter(outs, t, h.unsqueeze(0))
 
-        def cond(t, h, c, outs):
-            return t < T
-
-        def body(t, h, c, outs):
-            gates = paddle.gather(xw, t).squeeze(0) + paddle.bmm(h, layer.w_hh)
+    if paddle.in_dynamic_mode():  # eager: a plain loop (the eager while_loop updates its loop vars in place,
+        h, c, hs = h0, c0, []     # which breaks autograd)
+        for t in range(xw.shape[0]):
+            gates = xw[t] + paddle.bmm(h, w_hh)
             i, f, o, g = paddle.split(gates, 4, axis=-1)
             c = F.sigmoid(f) * c + F.sigmoid(i) * paddle.tanh(g)
             if cell_clip:
                 c = paddle.clip(c, -cell_clip, cell_clip)
-            h = paddle.bmm(F.sigmoid(o) * paddle.tanh(c), layer.w_proj)
+            h = paddle.bmm(F.sigmoid(o) * paddle.tanh(c), w_proj)
             if proj_clip:
                 h = paddle.clip(h, -proj_clip, proj_clip)
-            return t + 1, h, c, paddle.scatter(outs, t, h.unsqueeze(0))
-
+            hs.append(h)
+        outs = paddle.stack(hs, axis=0) if hs else outs0
+    else:
         t0 = paddle.zeros([1], dtype="int64")
         outs = paddle.static.nn.while_loop(cond, body, [t0, h0, c0, outs0])[3]
-        return outs.transpose([1, 2, 0, 3])
+    return outs.transpose([1, 2, 0, 3])
+
+
+def _build_layer(bilm):
+    """An nn.Layer over `bilm`'s weights whose forward is export-friendly (see the module docstring)."""
+    import paddle
+    import paddle.nn as nn
+
+    from .elmo import wrap_with_boundaries
+
+    reverse, lstmp = reverse_padded_symbolic, lstmp_layer_forward
 
     class ExportableBiLM(nn.Layer):
         """ids `[B, T]` int64 (0 = padding) -> frozen biLM layers `[B, num_layers + 1, T, 2P]`."""
