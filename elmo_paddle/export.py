@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -190,7 +191,9 @@ def export_model(model_dir: str | os.PathLike, output: str | os.PathLike, check:
     layer.eval()
     spec = [paddle.static.InputSpec([None, None], "int64", "ids")]
     static = paddle.jit.to_static(layer, full_graph=True)
-    paddle.jit.save(static, str(out / PROGRAM), input_spec=spec)
+    with warnings.catch_warnings():  # paddle's own "no 'place' interface in pir graph mode" noise
+        warnings.filterwarnings("ignore", message=".*'place' interface.*")
+        paddle.jit.save(static, str(out / PROGRAM), input_spec=spec)
     elmo.vocab.save(out / "vocab.json")
     info = {"format": 1, "unit": elmo.unit, "num_layers": elmo.num_layers, "output_dim": elmo.output_dim,
             "input": "ids int64 [B, T]: vocab ids of the tokens, 0 = padding (no <S>/</S>: added inside)",
