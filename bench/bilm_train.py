@@ -41,6 +41,9 @@ def parse_args(argv=None):
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--eval-repeats", type=int, default=7)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--torch-omp-active", action="store_true",
+                    help="leave PyTorch's GNU OpenMP spin-waiting (default: OMP_WAIT_POLICY=PASSIVE, the "
+                         "counterpart of the KMP_BLOCKTIME=0 that elmo_paddle sets for Paddle's Intel OpenMP)")
     return ap.parse_args(argv)
 
 
@@ -218,13 +221,13 @@ def worker(a, side):
 
 
 class Worker:
-    def __init__(self, argv, side):
+    def __init__(self, argv, side, env=None):
         import subprocess
         self.p = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--worker", side] + argv,
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
                                   env=dict(os.environ, PYTHONPATH=os.pathsep.join(
                                       [os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
-                                      + os.environ.get("PYTHONPATH", "").split(os.pathsep))))
+                                      + os.environ.get("PYTHONPATH", "").split(os.pathsep)), **(env or {})))
         line = self.p.stdout.readline().split()
         if not line or line[0] != "ready":
             raise SystemExit(f"{side} worker failed to start")
@@ -267,12 +270,15 @@ def main(argv=None):
         return worker(a, side)
     # each framework in its own process: Paddle's Intel OpenMP and PyTorch's GNU OpenMP in one process
     # fight over the 2 cores (measured: both several times slower than alone)
-    pw, tw = Worker(argv, "paddle"), Worker(argv, "torch")
+    # on a shared, oversubscribed machine spin-waiting OpenMP threads are catastrophic (measured: torch at
+    # 2 threads 10x slower than at 1); both sides get the passive setting unless asked otherwise
+    pw = Worker(argv, "paddle")
+    tw = Worker(argv, "torch", None if a.torch_omp_active else {"OMP_WAIT_POLICY": "PASSIVE"})
     ntok = a.batch_size * a.seq_len
     print(f"biLM train step: B={a.batch_size} T={a.seq_len} vocab={a.vocab} token/proj={a.proj} "
           f"hidden={a.hidden} layers={a.layers}x2 softmax={a.softmax}"
           f"{f'({a.samples})' if a.softmax == 'sampled' else ''} threads={a.threads} impl={a.impl}; "
-          f"paddle {pw.version}, torch {tw.version}; median of {a.repeats} interleaved steps", flush=True)
+          f"torch OMP_WAIT_POLICY={'default' if a.torch_omp_active else 'PASSIVE'}; paddle {pw.version}, torch {tw.version}; median of {a.repeats} interleaved steps", flush=True)
     (pt, tt), (pl, tl) = interleaved([pw, tw], "train", a.warmup, a.repeats)
     med = statistics.median
     p_tps, t_tps = ntok / med(pt), ntok / med(tt)
