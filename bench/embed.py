@@ -13,6 +13,11 @@ is shared, so read the ratio) and reports the median.
     PYTHONPATH=. .venv/bin/python bench/embed.py            # needs requirements-bench.txt
 
 The last line is `ratio ours/elmoformanylangs: X.XX`.
+
+Read the ratio together with the machine load.  On a shared machine (load average ~6 on 2 cores),
+ELMoForManyLangs with 2 torch threads collapsed to 3.9 sentences/s (PEERS.md measured ~81 on a quiet one)
+while ours ran at 38: ratio 9.8.  With `--threads 1` the same run gave 34.3 vs 21.3 sentences/s, ratio 1.6.
+The 2-thread ratio mostly measures how each runtime copes with oversubscribed cores.
 """
 from __future__ import annotations
 
