@@ -14,10 +14,10 @@ is shared, so read the ratio) and reports the median.
 
 The last line is `ratio ours/elmoformanylangs: X.XX`.
 
-Read the ratio together with the machine load.  On a shared machine (load average ~6 on 2 cores),
-ELMoForManyLangs with 2 torch threads collapsed to 3.9 sentences/s (PEERS.md measured ~81 on a quiet one)
-while ours ran at 38: ratio 9.8.  With `--threads 1` the same run gave 34.3 vs 21.3 sentences/s, ratio 1.6.
-The 2-thread ratio mostly measures how each runtime copes with oversubscribed cores.
+Measured here on a shared machine (load average 5-6 on 2 cores), 2 threads: ours 32.4 vs 18.2 sentences/s,
+ratio 1.79.  The torch worker runs with OMP_WAIT_POLICY=PASSIVE.  Without it, GNU OpenMP's spin-waiting made
+ELMoForManyLangs collapse to 3.9 sentences/s on the loaded cores (ratio 9.8, an artefact).  With `--threads 1`:
+34.3 vs 21.3, ratio 1.6.
 """
 from __future__ import annotations
 
@@ -127,6 +127,9 @@ def worker(a):
     else:
         import logging
 
+        # libgomp threads spin while waiting by default; on shared cores that starves the other thread.
+        # PASSIVE is the counterpart of the KMP_BLOCKTIME=0 that elmo_paddle sets for paddle's OpenMP.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         import torch
 
         logging.getLogger("elmoformanylangs").setLevel(logging.WARNING)
