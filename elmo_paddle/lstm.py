@@ -96,6 +96,8 @@ class _LstmpRecurrence(PyLayer):
         ctx.saved = saved
         ctx.save_for_backward(w_ih, w_hh, w_proj)
         ctx.clips = (cell_clip, proj_clip)
+        # PyLayer wants None, not a gradient, for inputs that do not require one (frozen x or weights)
+        ctx.needs = [not v.stop_gradient for v in (x, w_ih, w_hh, bias, w_proj)]
         return out
 
     @staticmethod
@@ -128,15 +130,22 @@ class _LstmpRecurrence(PyLayer):
             if t > 0:
                 dc_next = dc * f
                 dh = paddle.matmul(w_hh, dg, transpose_x=True)  # [2, P, B]
+        need_x, need_ih, need_hh, need_b, need_proj = ctx.needs
         dG = paddle.stack(dgs, axis=2).reshape([2, 4 * H, T * B])
-        XH = paddle.stack([s[0] for s in saved], axis=2).reshape([2, D + P, T * B])
-        dw_cat = paddle.matmul(dG, XH, transpose_y=True)  # [2, 4H, D + P]
-        dw_ih, dw_hh = paddle.split(dw_cat, [D, P], axis=2)
-        dbias = dG.sum(axis=2, keepdim=True)
-        dx = paddle.matmul(w_ih, dG, transpose_x=True).reshape([2, D, T, B]).transpose([2, 0, 1, 3])
-        dP = paddle.stack(dps, axis=2).reshape([2, P, T * B])
-        M = paddle.stack([s[6] for s in saved], axis=2).reshape([2, H, T * B])
-        dw_proj = paddle.matmul(dP, M, transpose_y=True)  # [2, P, H]
+        dx = dw_ih = dw_hh = dbias = dw_proj = None
+        if need_ih or need_hh:
+            XH = paddle.stack([s[0] for s in saved], axis=2).reshape([2, D + P, T * B])
+            dw_cat = paddle.matmul(dG, XH, transpose_y=True)  # [2, 4H, D + P]
+            dw_ih, dw_hh = paddle.split(dw_cat, [D, P], axis=2)
+            dw_ih, dw_hh = (dw_ih if need_ih else None), (dw_hh if need_hh else None)
+        if need_b:
+            dbias = dG.sum(axis=2, keepdim=True)
+        if need_x:
+            dx = paddle.matmul(w_ih, dG, transpose_x=True).reshape([2, D, T, B]).transpose([2, 0, 1, 3])
+        if need_proj:
+            dP = paddle.stack(dps, axis=2).reshape([2, P, T * B])
+            M = paddle.stack([s[6] for s in saved], axis=2).reshape([2, H, T * B])
+            dw_proj = paddle.matmul(dP, M, transpose_y=True)  # [2, P, H]
         return dx, dw_ih, dw_hh, dbias, dw_proj
 
 
