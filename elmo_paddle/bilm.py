@@ -7,7 +7,10 @@ the three ELMo layers with backward states aligned to sentence order, which is w
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+
+import numpy as np
 
 import paddle
 import paddle.nn as nn
@@ -110,6 +113,18 @@ class BiLM(nn.Layer):
         tied = self.token_emb.weight if cfg.tie_embeddings else None
         self.fwd_softmax = SoftmaxHead(cfg.vocab_size, cfg.proj_dim, cfg.softmax_samples, tied)
         self.bwd_softmax = SoftmaxHead(cfg.vocab_size, cfg.proj_dim, cfg.softmax_samples, tied)
+
+    # LSTMP weights were stored [.., in, out] before the feature-major rewrite of lstm.py and [.., out, in]
+    # since; gate order (i, f, o, g) did not change, so older model directories load by a transpose.
+    _LEGACY_TRANSPOSED = re.compile(r"^lstm\.layers\.\d+\.(w_ih|w_hh|bias|w_proj)$")
+
+    def adapt_loaded_array(self, name: str, array: np.ndarray, shape: list[int]) -> np.ndarray:
+        """Read weights saved in an older layout (called by checkpoint loading)."""
+        if (list(array.shape) != shape and array.ndim >= 2 and self._LEGACY_TRANSPOSED.match(name)
+                and list(array.shape[:-2]) + [array.shape[-1], array.shape[-2]] == shape
+                and self.cfg.lstm_impl == "lstmp"):
+            return np.ascontiguousarray(np.swapaxes(array, -1, -2))
+        return array
 
     def token_layer(self, ids: paddle.Tensor, chars: paddle.Tensor | None = None) -> paddle.Tensor:
         if self.cfg.token_encoder == "embedding":

@@ -233,12 +233,17 @@ def load_model_tensors(model: paddle.nn.Layer, path: str | os.PathLike, name: st
     missing = [k for k in own if prefix + k not in arrays]
     if missing:
         raise UserError(f"{Path(path) / name} lacks weights {missing[:3]}...: it was saved by a different model config")
+    adapt = getattr(model, "adapt_loaded_array", None)  # lets a model read older weight layouts
+    loaded = {}
     for k, v in own.items():
         a = arrays[prefix + k]
+        if adapt is not None:
+            a = adapt(k, a, list(v.shape))
         if list(a.shape) != list(v.shape):
             raise UserError(f"weight {k}: checkpoint shape {list(a.shape)} != model shape {list(v.shape)} "
                             "(config or vocab does not match the checkpoint)")
-    model.set_state_dict({k: paddle.to_tensor(arrays[prefix + k]) for k in own})
+        loaded[k] = paddle.to_tensor(a)
+    model.set_state_dict(loaded)
 
 
 def optimizer_tensors(opt: paddle.optimizer.Optimizer, model: paddle.nn.Layer) -> tuple[dict[str, np.ndarray], dict]:
@@ -260,11 +265,15 @@ def optimizer_tensors(opt: paddle.optimizer.Optimizer, model: paddle.nn.Layer) -
 
 def load_optimizer(opt: paddle.optimizer.Optimizer, model: paddle.nn.Layer, path: Path, extra: dict) -> None:
     to_name = {n: p.name for n, p in model.named_parameters()}
+    shapes = {n: list(p.shape) for n, p in model.named_parameters()}
+    adapt = getattr(model, "adapt_loaded_array", None)
     state: dict[str, Any] = dict(extra)
     for k, v in _load_tensors(path / "optimizer.safetensors").items():
         struct, _, suffix = k.partition("::")
         if struct and struct not in to_name:
             raise UserError(f"optimizer state in {path} is for parameter {struct}, which this model lacks")
+        if struct and adapt is not None and v.ndim == len(shapes[struct]):
+            v = adapt(struct, v, shapes[struct])  # accumulators have their parameter's layout
         state[(to_name[struct] + "_" + suffix) if struct else suffix] = paddle.to_tensor(v)
     opt.set_state_dict(state)
 
