@@ -61,6 +61,7 @@ class BidafConfig:
     elmo_at_modeling: bool = False
     elmo_l2: float = 0.0
     elmo_cache_mb: float = 2048.0
+    elmo_cache_dir: str | None = ".cache/elmo_layers"  # disk cache shared across runs; null: memory only
     # optimisation
     batch_size: int = 32
     eval_batch_size: int = 64
@@ -187,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if cfg.elmo_model:
         from .elmo_cache import ElmoLayerCache
         elmo = build_elmo(to_dict(cfg))
-        cache = ElmoLayerCache(elmo, cfg.elmo_cache_mb)
+        cache = ElmoLayerCache(elmo, cfg.elmo_cache_mb, cache_dir=cfg.elmo_cache_dir)
     sizes = ModelSizes(len(chars), len(words), cfg.char_dim, cfg.word_dim, cfg.hidden, cfg.dropout,
                        int(elmo.output_dim) if elmo is not None else 0, bool(cfg.elmo_at_modeling and elmo))
     model = BiDAF(sizes, elmo)

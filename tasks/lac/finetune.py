@@ -56,6 +56,8 @@ class LacConfig:
     elmo_dropout: float = 0.5
     elmo_at_output: bool = False
     elmo_l2: float = 0.0
+    elmo_cache_mb: float = 2048.0  # frozen biLM layers kept in memory (float16) so later epochs only mix them
+    elmo_cache_dir: Optional[str] = ".cache/elmo_layers"  # shared across runs of the same ELMo model; null: memory only
     overfit: int = 0              # >0: train and evaluate on the first N train sentences
     overfit_dropout: float = 0.5
     overfit_epochs: int = 300
@@ -115,8 +117,15 @@ def prepare(cfg: LacConfig, rejects: Rejects) -> tuple[list[Example], list[Examp
     return train, dev, test, splits.tags, splits.has_segmentation
 
 
+def elmo_input(model, tokens, cache=None):
+    """What the tagger's ELMo part reads for a batch: cached biLM layers when a cache is given, else ids."""
+    if model.elmo is None:
+        return None
+    return cache(tokens) if cache is not None else model.elmo.batch_to_ids(tokens)
+
+
 def evaluate(model, examples: list[Example], vocab, tag_index: dict[str, int], tags: list[str],
-             batch_size: int, segmentation: bool) -> dict[str, float]:
+             batch_size: int, segmentation: bool, cache=None) -> dict[str, float]:
     """Chunk metrics of Viterbi decoding over `examples`."""
     from .batching import example_batches
     from .metrics import ChunkMetrics
@@ -125,8 +134,7 @@ def evaluate(model, examples: list[Example], vocab, tag_index: dict[str, int], t
     metrics = ChunkMetrics(segmentation=segmentation)
     for b in example_batches(examples, vocab, tag_index, batch_size * 2):
         ids, lengths = batch_tensors(b.char_ids, b.lengths)
-        elmo_ids = model.elmo.batch_to_ids(b.tokens) if model.elmo is not None else None
-        for row, path in zip(b.index, model.decode(ids, lengths, elmo_ids)):
+        for row, path in zip(b.index, model.decode(ids, lengths, elmo_input(model, b.tokens, cache))):
             metrics.update(examples[row].tags, [tags[i] for i in path])
     return metrics.result()
 
@@ -168,6 +176,12 @@ def main(argv: list[str] | None = None) -> int:
     vocab = Vocab.build((e.chars for e in train), cfg.min_char_freq)
     tag_index = {t: i for i, t in enumerate(tags)}
     model = build_tagger(to_dict(cfg), len(vocab), len(tags))
+    cache = None
+    if model.elmo is not None and cfg.elmo_cache_mb > 0:
+        from elmo_paddle.layer_cache import ElmoLayerCache
+
+        cache = ElmoLayerCache(model.elmo, cfg.elmo_cache_mb, batch_size=cfg.batch_size * 2,
+                               cache_dir=cfg.elmo_cache_dir)
     clip = paddle.nn.ClipGradByGlobalNorm(cfg.clip_norm) if cfg.clip_norm > 0 else None
     optimizer = paddle.optimizer.Adam(cfg.lr, parameters=[p for p in model.parameters() if not p.stop_gradient],
                                       grad_clip=clip)
@@ -181,8 +195,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def loss_fn(m, b):
         ids, lengths, tag_ids = batch_tensors(b.char_ids, b.lengths, b.tag_ids)
-        elmo_ids = m.elmo.batch_to_ids(b.tokens) if m.elmo is not None else None
-        return m.loss(ids, lengths, tag_ids, elmo_ids)
+        return m.loss(ids, lengths, tag_ids, elmo_input(m, b.tokens, cache))
 
     cfg_dict = to_dict(cfg)
     hparams = {"dataset": cfg.dataset, "elmo_model": cfg.elmo_model or "none", "elmo_gamma": cfg.elmo_gamma,
@@ -191,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
                "overfit": cfg.overfit}
     t0 = time.time()
     result = fit(model, optimizer, batches, loss_fn,
-                 lambda m: evaluate(m, dev, vocab, tag_index, tags, cfg.batch_size, has_seg),
+                 lambda m: evaluate(m, dev, vocab, tag_index, tags, cfg.batch_size, has_seg, cache),
                  run_dir=run_dir, metric="f1", epochs=cfg.epochs, max_steps=cfg.max_steps,
                  eval_every=cfg.eval_every, patience=cfg.patience,
                  save_best=lambda m, _: save_model(best_dir, m, cfg_dict, vocab, tags),
@@ -203,17 +216,21 @@ def main(argv: list[str] | None = None) -> int:
            "steps": result.steps, "train_seconds": round(result.train_seconds, 1), "wall_seconds": round(wall, 1),
            "train_sentences": len(train), "dev_sentences": len(dev), "test_sentences": len(test),
            "rejected_input": dict(rejects.counts), "config": cfg_dict}
+    if cache is not None:
+        out["elmo_cache"] = cache.report()
     best_model = load_model(best_dir, elmo=model.elmo)[0]
     if cfg.overfit:
-        out["train"] = evaluate(best_model, train, vocab, tag_index, tags, cfg.batch_size, has_seg)
+        out["train"] = evaluate(best_model, train, vocab, tag_index, tags, cfg.batch_size, has_seg, cache)
         summary = f"train F1 {out['train']['f1']:.4f} after {result.steps} steps"
     else:
-        out["test"] = evaluate(best_model, test, vocab, tag_index, tags, cfg.batch_size, has_seg)
+        out["test"] = evaluate(best_model, test, vocab, tag_index, tags, cfg.batch_size, has_seg, cache)
         t = out["test"]
         summary = (f"test P/R/F1 {t['precision']:.4f}/{t['recall']:.4f}/{t['f1']:.4f}"
                    + (f", seg F1 {t['seg_f1']:.4f}" if "seg_f1" in t else "")
                    + "".join(f", {k[:-3]} F1 {v:.4f}" for k, v in t.items()
                              if k.endswith("_f1") and k != "seg_f1"))
+    if cache is not None:
+        out["elmo_cache"] = cache.report()  # after test: includes the test set's biLM cost
     (run_dir / "metrics.json").write_text(json.dumps(out, indent=1, ensure_ascii=False), encoding="utf-8")
     print(f"{cfg.run_name}: best dev F1 {result.best.get('f1', 0):.4f} at step {result.best_step}; {summary}; "
           f"model {best_dir}", file=sys.stderr)

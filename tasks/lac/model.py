@@ -116,13 +116,20 @@ class LacTagger(nn.Layer):
 
     def emissions(self, char_ids: paddle.Tensor, lengths: paddle.Tensor,
                   elmo_ids: paddle.Tensor | None = None) -> paddle.Tensor:
-        """Per-character tag scores [B,T,num_tags]."""
+        """Per-character tag scores [B,T,num_tags].
+
+        `elmo_ids` is either `elmo.batch_to_ids(...)` (int [B, T]) or cached frozen biLM layers
+        (float [B, 3, T, D], see `elmo_paddle.layer_cache`), which are only mixed.
+        """
         x = self.embedding(char_ids)
         reps: list[paddle.Tensor] = []
         if self.elmo is not None:
             if elmo_ids is None:
                 raise ValueError("this tagger has ELMo: pass elmo_ids (elmo.batch_to_ids of the characters)")
-            reps = self.elmo(elmo_ids)["elmo_representations"]
+            if elmo_ids.ndim == 4:
+                reps = self.elmo.mix_layers(elmo_ids, char_ids != 0)["elmo_representations"]
+            else:
+                reps = self.elmo(elmo_ids)["elmo_representations"]
             reps = [r[:, :x.shape[1]] for r in reps]  # in case batch_to_ids pads differently
             x = paddle.concat([x, reps[0]], axis=-1)
         x = self.dropout(x)
