@@ -93,3 +93,19 @@ def test_two_process_fleet_keeps_ranks_identical(corpus, tmp_path):
     assert hist[-1]["ppl"] < hist[0]["ppl"]
     state = json.loads((tmp_path / "f" / "checkpoints" / "step-00000020" / "state.json").read_text())
     assert len(state["data_states"]) == 2  # each rank's own data position is saved
+
+
+def test_perplexity_cli_scores_recorded_split_and_text(corpus, tmp_path):
+    out = tmp_path / "p"
+    assert pretrain(corpus, out, "train.max_steps=6", "train.eval_every=6", "train.save_every=6").returncode == 0
+    r = run_cli(["-m", "elmo_paddle.perplexity", "--model", str(out)])
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    hist = json.loads((out / "history.json").read_text())
+    assert abs(res["ppl"] - hist[-1]["ppl"]) < 1e-2 * hist[-1]["ppl"]  # same split, same number
+    txt = tmp_path / "t.txt"
+    txt.write_text("我们喜欢经济。\n", encoding="utf-8")
+    r = run_cli(["-m", "elmo_paddle.perplexity", "--model", str(out), "--text", str(txt)])
+    assert r.returncode == 0 and json.loads(r.stdout.strip().splitlines()[-1])["tokens"] == 8
+    r = run_cli(["-m", "elmo_paddle.perplexity", "--model", str(tmp_path / "none")])
+    assert r.returncode == 2 and "Traceback" not in r.stderr

@@ -1,0 +1,48 @@
+"""Held-out perplexity of a model directory: `python -m elmo_paddle.perplexity --model models/elmo_small`.
+
+Scores the held-out split recorded in the model directory (`corpus.json`: the last `dev_fraction` of every
+training file's lines), or other text given with `--text`, with the full softmax: per line, the forward LM
+predicts every token and `</S>`, the backward LM every token and `<S>`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from .errors import UserError, cli
+
+
+@cli
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m elmo_paddle.perplexity", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", required=True, help="model directory (or a pretraining output dir: its best/)")
+    ap.add_argument("--text", nargs="*", help="score these files instead (every line is held-out text)")
+    ap.add_argument("--max-lines", type=int, help="score only the first N held-out lines")
+    ap.add_argument("--max-len", type=int, default=256, help="longer lines are scored in pieces of this length")
+    args = ap.parse_args(argv)
+    from . import checkpoint as ckpt
+    from .lm_data import CorpusInfo, dev_batches
+    from .text import iter_file_lines, list_text_files
+    from .trainer_lm import evaluate_perplexity, load_bilm, resolve_model_dir
+
+    model_dir = resolve_model_dir(args.model)
+    bilm, vocab, _ = load_bilm(model_dir)
+    if args.text:
+        files = list_text_files(args.text)
+        counts = [sum(1 for _ in iter_file_lines(f)) for f in files]
+        info = CorpusInfo([str(f) for f in files], [0] * len(files), counts, 0, 0, dev_fraction=1.0)
+    else:
+        if not (Path(model_dir) / "corpus.json").is_file():
+            raise UserError(f"{model_dir} records no held-out split (corpus.json); pass --text FILE")
+        info = CorpusInfo(**ckpt.read_json(model_dir, "corpus.json"))
+    t0 = time.time()
+    res = evaluate_perplexity(bilm, dev_batches(info, vocab, 32, args.max_len, args.max_lines))
+    res["seconds"] = round(time.time() - t0, 1)
+    print(json.dumps({k: (round(v, 2) if isinstance(v, float) else v) for k, v in res.items()}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
