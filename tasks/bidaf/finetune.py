@@ -43,6 +43,7 @@ class BidafConfig:
     test_file: str = "cmrc2018/cmrc2018_dev.json.gz"
     train_fraction: float = 1.0      # random subsample of training questions (seeded)
     dev_max_questions: int = 0       # 0: all; else a fixed subsample of dev questions, for faster selection
+    test_max_questions: int = 0      # 0: the whole test set (all reported numbers); else a fixed subsample (smoke runs)
     max_context_len: int = 400       # window length in characters; longer contexts are read in windows
     doc_stride: int = 300            # distance between window starts
     max_question_len: int = 64       # longer questions are truncated (counted)
@@ -168,6 +169,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         train_ex = rng.sample(train_ex, max(1, round(len(train_ex) * cfg.train_fraction)))
     if cfg.dev_max_questions and cfg.dev_max_questions < len(dev_ex):
         dev_ex = random.Random(0).sample(dev_ex, cfg.dev_max_questions)  # same dev subset for every seed
+    if cfg.test_max_questions and cfg.test_max_questions < len(test_ex):
+        test_ex = random.Random(0).sample(test_ex, cfg.test_max_questions)  # smoke runs only
 
     fstats: dict[str, dict[str, int]] = {"train": {}, "dev": {}, "test": {}}
     train_f = make_features(train_ex, cfg.max_context_len, cfg.doc_stride, cfg.max_question_len, True, fstats["train"])

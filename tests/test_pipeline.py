@@ -1,0 +1,35 @@
+"""The one-command pipeline at CI scale: pretrain -> 4 task runs -> comparison; a rerun skips everything."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from elmo_paddle.data_dir import resolve_data_dir
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+def test_pipeline_tiny_end_to_end_and_idempotent(tmp_path):
+    data = resolve_data_dir()
+    if data is None or not (data / "cmrc2018").is_dir():
+        pytest.skip("needs the data sets (../shared/data or ELMO_PADDLE_DATA)")
+    runs = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "elmo_paddle.pipeline", "--config", "configs/pipeline_tiny.yaml",
+           f"runs_dir={runs}", f"elmo.output_dir={tmp_path / 'elmo'}"]
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
+    assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
+    assert "estimated" in r.stdout  # the plan with time estimates comes first
+    for task in ("lac", "bidaf"):
+        for variant in ("baseline", "elmo"):
+            assert (runs / task / f"{variant}-f0.01-s1" / "metrics.json").is_file(), (task, variant)
+    table = (runs / "comparison.md").read_text()
+    assert "| lac | 0.01 | f1 |" in table and "| bidaf | 0.01 | F1 |" in table
+    for png in ("lac_dev_curves.png", "lac_learning_curve.png", "bidaf_dev_curves.png", "bidaf_learning_curve.png"):
+        assert (runs / png).stat().st_size > 5000
+    again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0
+    assert "5 already done" in again.stdout  # pretrain + 4 task runs skipped; only compare reruns
