@@ -78,11 +78,9 @@ def lstmp_layer_forward(layer, x):
     T = shp[2]
     cell_clip, proj_clip = layer.cell_clip, layer.proj_clip
 
-    def cond(t, h, c, outs):
-        return t < T
-
-    def body(t, h, c, outs):
-        gates = paddle.gather(xw, t).squeeze(0) + paddle.bmm(h, w_hh)
+    def step(xw_t, h, c):
+        """One LSTMP step (gates i, f, o, g) with cell and projection clipping."""
+        gates = xw_t + paddle.bmm(h, w_hh)
         i, f, o, g = paddle.split(gates, 4, axis=-1)
         c = F.sigmoid(f) * c + F.sigmoid(i) * paddle.tanh(g)
         if cell_clip:
@@ -90,19 +88,19 @@ def lstmp_layer_forward(layer, x):
         h = paddle.bmm(F.sigmoid(o) * paddle.tanh(c), w_proj)
         if proj_clip:
             h = paddle.clip(h, -proj_clip, proj_clip)
+        return h, c
+
+    def cond(t, h, c, outs):
+        return t < T
+
+    def body(t, h, c, outs):
+        h, c = step(paddle.gather(xw, t).squeeze(0), h, c)
         return t + 1, h, c, paddle.scatter(outs, t, h.unsqueeze(0))
 
     if paddle.in_dynamic_mode():  # eager: a plain loop (the eager while_loop updates its loop vars in place,
         h, c, hs = h0, c0, []     # which breaks autograd)
         for t in range(xw.shape[0]):
-            gates = xw[t] + paddle.bmm(h, w_hh)
-            i, f, o, g = paddle.split(gates, 4, axis=-1)
-            c = F.sigmoid(f) * c + F.sigmoid(i) * paddle.tanh(g)
-            if cell_clip:
-                c = paddle.clip(c, -cell_clip, cell_clip)
-            h = paddle.bmm(F.sigmoid(o) * paddle.tanh(c), w_proj)
-            if proj_clip:
-                h = paddle.clip(h, -proj_clip, proj_clip)
+            h, c = step(xw[t], h, c)
             hs.append(h)
         outs = paddle.stack(hs, axis=0) if hs else outs0
     else:
