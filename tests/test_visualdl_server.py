@@ -63,14 +63,25 @@ def test_visualdl_server_lists_runs_and_tags(run_folder, tmp_path):
         data = _get(f"{base}/scalar/list?run={urllib.request.quote(runs[0])}&tag=dev/f1")
         assert len(data) == 5
         chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-        if chromium is None:
-            return  # rendering is checked only where Chromium is installed
+        try:
+            from playwright.sync_api import sync_playwright
+        except ImportError:
+            sync_playwright = None
+        if chromium is None or sync_playwright is None:
+            return  # rendering is checked only where Chromium (and playwright to drive it) is installed
         shot = tmp_path / "page.png"
-        subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                        f"--user-data-dir={tmp_path / 'chrome'}", "--window-size=1280,900",
-                        "--virtual-time-budget=15000", f"--screenshot={shot}",
-                        f"http://127.0.0.1:{port}/app/scalar"], timeout=120, capture_output=True)
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=chromium, args=[
+                "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+            try:
+                page = browser.new_page(viewport={"width": 1280, "height": 900})
+                page.goto(f"http://127.0.0.1:{port}/app/scalar", wait_until="load", timeout=90000)
+                page.wait_for_selector("canvas", timeout=90000)  # the charts were drawn
+                page.wait_for_timeout(2000)
+                page.screenshot(path=str(shot))
+            finally:
+                browser.close()
         from PIL import Image
 
         img = Image.open(shot).convert("L")
