@@ -44,8 +44,17 @@ def load_runs(root: Path) -> list[dict[str, Any]]:
     return runs
 
 
-def _scale(v: float) -> float:
-    return 100 * v if abs(v) <= 1.0 else v
+# multiplier that puts each task's scores on a 0-100 scale (LAC's metrics are fractions, CMRC's percentages)
+TASK_SCALE = {"lac": 100.0, "bidaf": 1.0}
+
+
+def _scaler(task: str, runs: list[dict[str, Any]]):
+    if task in TASK_SCALE:
+        k = TASK_SCALE[task]
+    else:  # unknown task: fractions if every score is within [0, 1]
+        vals = [v for r in runs if r["task"] == task for v in r["test"].values() if isinstance(v, (int, float))]
+        k = 100.0 if vals and all(abs(v) <= 1.0 for v in vals) else 1.0
+    return lambda v: k * v
 
 
 def _fmt(vals: list[float]) -> str:
@@ -64,6 +73,7 @@ def make_table(runs: list[dict[str, Any]]) -> str:
     lines = ["| task | train fraction | metric | baseline | +ELMo | Δ (+ELMo − baseline) | seeds (base/+ELMo) | train s (base/+ELMo) |",
              "|---|---|---|---|---|---|---|---|"]
     for (task, frac) in sorted(groups):
+        _scale = _scaler(task, runs)
         g = groups[(task, frac)]
         metrics = [k for k in TASK_METRICS.get(task, []) if any(k in r["test"] for v in g.values() for r in v)]
         if not metrics:
@@ -91,6 +101,7 @@ def make_plots(runs: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     written = []
     colours = {"baseline": "tab:blue", "+ELMo": "tab:red"}
     for task in sorted({r["task"] for r in runs}):
+        _scale = _scaler(task, runs)
         tr = [r for r in runs if r["task"] == task]
         key = "f1" if task == "lac" else "F1"
         fig, ax = plt.subplots(figsize=(7, 4.5))

@@ -21,7 +21,7 @@ def runs(tmp_path):
              [{"step": 10, "f1": b - 0.1}, {"step": 20, "f1": b}])
         _run(tmp_path, "lac", f"elmo-s{s}", True, 0.2, s, {"f1": e, "seg_f1": e + 0.1},
              [{"step": 10, "f1": e - 0.1}, {"step": 20, "f1": e}])
-    _run(tmp_path, "bidaf", "base-s0", False, 1.0, 0, {"F1": 50.0, "EM": 30.0}, [{"step": 5, "F1": 40.0}])
+    _run(tmp_path, "bidaf", "base-s0", False, 1.0, 0, {"F1": 50.0, "EM": 0.5}, [{"step": 5, "F1": 40.0}])
     return tmp_path
 
 
@@ -36,6 +36,8 @@ def test_table_means_sd_and_delta(runs):
     assert "3/3" in row
     bidaf = next(line for line in table.splitlines() if "| bidaf |" in line and "| F1 |" in line)
     assert "50.00 ± 0.00" in bidaf and "1/0" in bidaf
+    em = next(line for line in table.splitlines() if "| bidaf |" in line and "| EM |" in line)
+    assert "0.50 ± 0.00" in em  # CMRC scores are already percentages: a small EM is not a fraction
 
 
 def test_cli_writes_table_and_plots(runs, capsys):
