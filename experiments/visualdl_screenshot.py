@@ -42,10 +42,12 @@ def main() -> int:
                 "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync"])
             page = browser.new_page(viewport={"width": 1400, "height": 950})
-            page.goto(f"http://127.0.0.1:{port}/app/{args.page}", wait_until="load", timeout=90000)
+            page.goto(f"http://127.0.0.1:{port}/app/scalar", wait_until="load", timeout=90000)
+            page.wait_for_selector("canvas", timeout=90000)
             if args.page == "scalar":
-                page.wait_for_selector("canvas", timeout=90000)
                 page.fill("input[placeholder*='Search tags']", args.tags)
+            else:  # the hyperparameter view: one row per run with its hparams and best dev metrics
+                page.click("text=HYPER PARAMETERS")
             page.wait_for_timeout(8000)  # let the charts fetch their data and draw
             page.screenshot(path=args.output)
             browser.close()
