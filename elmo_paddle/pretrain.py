@@ -133,7 +133,20 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(PretrainConfig, args.config, extra)
     from .trainer_lm import run_pretraining  # imports paddle: keep --help fast
 
-    run_pretraining(cfg, resume=args.resume, progress=not args.no_progress)
+    try:
+        run_pretraining(cfg, resume=args.resume, progress=not args.no_progress)
+    except RuntimeError as e:
+        # in a multi-process run, a collective fails when another rank died: say so in one line; the
+        # launcher stops the job, and --resume continues from the last complete checkpoint
+        msg = str(e)
+        if int(os.environ.get("PADDLE_TRAINERS_NUM", "1")) > 1 and any(
+                k in msg for k in ("gloo", "Connection reset", "TIMEOUT", "NCCL", "Socket")):
+            rank = os.environ.get("PADDLE_TRAINER_ID", "?")
+            print(f"error: rank {rank} lost contact with the other ranks (one of them died?): "
+                  f"{msg.strip().splitlines()[-1][:200]}. Rerun with --resume to continue from the last "
+                  "checkpoint", file=sys.stderr)
+            return 3
+        raise
     return 0
 
 
