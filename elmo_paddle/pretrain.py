@@ -100,7 +100,7 @@ def _build_arg_parser() -> argparse.ArgumentParser:
         prog="python -m elmo_paddle.pretrain",
         description="Pretrain an ELMo biLM on raw text (one paragraph per line, UTF-8, files/folders, .gz ok).",
         epilog="Overrides use dotted keys, e.g. train.max_steps=200 bilm.hidden_dim=256 data.train=[my/corpus]. "
-               "Multi-process: python -m paddle.distributed.launch --nproc_per_node N -m elmo_paddle.pretrain ...")
+               "Multi-process (the launcher takes a script path): python -m paddle.distributed.launch --nproc_per_node N elmo_paddle/pretrain.py ...")
     ap.add_argument("--config", help="YAML config (configs/elmo_tiny.yaml, elmo_small.yaml, elmo_base.yaml)")
     ap.add_argument("--output-dir", help="where checkpoints and the final model directory go (config: output_dir)")
     ap.add_argument("--data-dir", help="folder with the data sets (default: $ELMO_PADDLE_DATA or ../shared/data)")
