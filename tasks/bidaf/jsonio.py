@@ -30,14 +30,18 @@ def read_bytes(path: str | os.PathLike) -> bytes:
     return raw
 
 
+def _read_text(p: Path) -> str:
+    """The file's text (.gz too, a UTF-8 BOM dropped); bad UTF-8 is a UserError naming the byte."""
+    try:
+        return read_bytes(p).decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{p}: not valid UTF-8 at byte {e.start} (is it really a JSON text file?)") from None
+
+
 def read_json(path: str | os.PathLike) -> Any:
     """Parse a JSON file (.json or .json.gz); bad UTF-8, truncation and syntax errors are UserErrors."""
     p = Path(path)
-    raw = read_bytes(p)
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise UserError(f"{p}: not valid UTF-8 at byte {e.start} (is it really a JSON text file?)") from None
+    text = _read_text(p)
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
@@ -49,11 +53,7 @@ def read_json(path: str | os.PathLike) -> Any:
 def read_json_lines(path: str | os.PathLike) -> list[Any]:
     """Parse JSON Lines (one object per line, blank lines skipped); errors name the file and line."""
     p = Path(path)
-    raw = read_bytes(p)
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise UserError(f"{p}: not valid UTF-8 at byte {e.start}") from None
+    text = _read_text(p)
     out = []
     for i, line in enumerate(text.split("\n"), 1):  # not splitlines(): U+2028 etc. occur inside strings
         if not line.strip():
