@@ -211,8 +211,6 @@ def run_pretraining(cfg: PretrainConfig, resume: bool = False, progress: bool = 
             print(f"note: resumed with {world} ranks instead of {len(data_states)}; epoch {batcher.epoch} restarts")
         if rank == 0:
             print(f"resumed from {last} at step {step}/{total}")
-    if step == 0 and init_bilm is None:
-        assert bilm_cfg == bilm.cfg
     model = _LossModule(bilm)
     if world > 1:
         from paddle.distributed import fleet
