@@ -14,10 +14,18 @@ is shared, so read the ratio) and reports the median.
 
 The last line is `ratio ours/elmoformanylangs: X.XX`.
 
-Measured here on a shared machine (load average 5-6 on 2 cores), 2 threads: ours 32.4 vs 18.2 sentences/s,
-ratio 1.79.  The torch worker runs with OMP_WAIT_POLICY=PASSIVE.  Without it, GNU OpenMP's spin-waiting made
-ELMoForManyLangs collapse to 3.9 sentences/s on the loaded cores (ratio 9.8, an artefact).  With `--threads 1`:
-34.3 vs 21.3, ratio 1.6.
+A third row times a reference, not a competitor: the same computation as bare `torch.nn.LSTM(proj_size)`
+layers (PyTorch's C++ recurrence, no Python per step); `--no-reference` skips it.
+
+Measured here, 2 threads, quiet machine (the pretraining run in the background paused with SIGSTOP):
+ours 93.7, elmoformanylangs 72.8, torch.nn.LSTM 125.5 sentences/s: ratio ours/elmoformanylangs 1.29,
+torch.nn.LSTM/elmoformanylangs 1.72, ours/torch.nn.LSTM 0.75.  Other quiet runs of the two-way version:
+1.52 and 1.46 (batch 32), 1.73 (`--batch-size 8`), 1.49 (`--batch-size 128`); elmoformanylangs' own time
+varies +-20% from run to run.  Why not 3x: at batch 32 the time is the per-step GEMMs (N = batch columns
+against 16 MB of weights per layer and step, ~56% of our time in cProfile; the element-wise work was cut
+without a measurable change), and they are the same GEMMs in all three; even PyTorch's C++ LSTM is only
+1.7x elmoformanylangs here.  The torch worker runs with OMP_WAIT_POLICY=PASSIVE (without it, GNU OpenMP's
+spin-waiting made elmoformanylangs collapse on loaded cores, an artefact).
 """
 from __future__ import annotations
 
@@ -46,7 +54,9 @@ def parse_args(argv=None):
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--worker", choices=["ours", "efml"], help=argparse.SUPPRESS)
+    ap.add_argument("--no-reference", action="store_true",
+                    help="skip the third row (bare torch.nn.LSTM(proj_size) layers, a speed reference)")
+    ap.add_argument("--worker", choices=["ours", "efml", "torch"], help=argparse.SUPPRESS)
     ap.add_argument("--workdir", help=argparse.SUPPRESS)
     return ap.parse_args(argv)
 
@@ -109,6 +119,46 @@ def build_efml(a, d: Path) -> Path:
     return out
 
 
+def torch_native_run(a, sents):
+    """A reference, not a competitor: the same biLM as bare `torch.nn.LSTM(proj_size=...)` layers.
+
+    PyTorch's C++ recurrence (input projection of all steps at once, no Python per step) on the same
+    batches: how fast this computation runs here without any framework overhead in the loop.  It has no
+    cell clip (the kernel has none), so it does a little less work than the other two.
+    """
+    import numpy as np
+    import torch
+
+    torch.manual_seed(a.seed)
+    vocab = {c: i + 1 for i, c in enumerate(charset(a))}
+    emb = torch.nn.Embedding(len(vocab) + 3, a.proj)
+    lstms = [[torch.nn.LSTM(a.proj, a.hidden, proj_size=a.proj, batch_first=True) for _ in range(2)]
+             for _ in range(2)]
+    order = sorted(range(len(sents)), key=lambda k: len(sents[k]))
+
+    def run():
+        out = [None] * len(sents)
+        with torch.no_grad():
+            for b in range(0, len(order), a.batch_size):
+                idx = order[b:b + a.batch_size]
+                T = max(len(sents[k]) for k in idx) + 2
+                ids = torch.zeros(len(idx), T, dtype=torch.long)
+                for j, k in enumerate(idx):  # <S> = len+1, </S> = len+2, same lengths in this bench
+                    ids[j, :len(sents[k]) + 2] = torch.tensor([len(vocab) + 1] + [vocab[c] for c in sents[k]]
+                                                               + [len(vocab) + 2])
+                x = emb(ids)
+                layers, h = [torch.cat([x, x], -1)], [x, x.flip(1)]
+                for layer in lstms:
+                    y = [layer[d](h[d])[0] for d in range(2)]
+                    h = [y[d] + h[d] if layers[1:] else y[d] for d in range(2)]  # residual from layer 2
+                    layers.append(torch.cat([h[0], h[1].flip(1)], -1))
+                arr = torch.stack(layers, 1)[:, :, 1:-1].numpy()
+                for j, k in enumerate(idx):
+                    out[k] = np.ascontiguousarray(arr[j, :, :len(sents[k])])
+        return out
+    return run
+
+
 # ------------------------------------------------------------------------------------------------ workers
 def worker(a):
     os.environ["OMP_NUM_THREADS"] = str(a.threads)
@@ -124,6 +174,13 @@ def worker(a):
         emb = ElmoEmbedder(build_ours(a, d), threads=a.threads)
         run = lambda: emb.embed_sentences(sents, batch_size=a.batch_size)  # noqa: E731
         version = f"paddle {paddle.__version__}"
+    elif a.worker == "torch":
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        import torch
+
+        torch.set_num_threads(a.threads)
+        run = torch_native_run(a, sents)
+        version = f"torch {torch.__version__}"
     else:
         import logging
 
@@ -183,6 +240,8 @@ def main(argv=None):
         return worker(a)
     with tempfile.TemporaryDirectory(prefix="bench_embed_") as wd:
         sides = {"ours": Worker(argv, "ours", wd), "elmoformanylangs": Worker(argv, "efml", wd)}
+        if not a.no_reference:
+            sides["torch.nn.LSTM"] = Worker(argv, "torch", wd)
         names = list(sides)
         for _ in range(a.warmup):
             for n in names:
@@ -206,6 +265,10 @@ def main(argv=None):
         print(f"{n:>17} ({sides[n].version}): {rate[n]:7.1f} sentences/s  "
               f"({rate[n] * a.length:,.0f} tokens/s; runs {', '.join(f'{t:.2f}s' for t in times[n])}; "
               f"output shapes {shapes[n]})")
+    if "torch.nn.LSTM" in rate:
+        print(f"(reference) ratio torch.nn.LSTM/elmoformanylangs: "
+              f"{rate['torch.nn.LSTM'] / rate['elmoformanylangs']:.2f}; ours/torch.nn.LSTM: "
+              f"{rate['ours'] / rate['torch.nn.LSTM']:.2f}")
     print(f"ratio ours/elmoformanylangs: {rate['ours'] / rate['elmoformanylangs']:.2f}")
 
 
