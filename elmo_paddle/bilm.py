@@ -50,6 +50,11 @@ class BiLMConfig:
                             "layer and the LSTM layers are mixed by ELMo and must have the same width")
         if self.token_encoder not in ("embedding", "char_cnn"):
             raise UserError(f"token_encoder must be 'embedding' or 'char_cnn', not {self.token_encoder!r}")
+        if self.token_encoder == "char_cnn":
+            widest = max((w for w, _ in self.cnn_filters), default=0)
+            if self.max_chars_per_token < max(3, widest):
+                raise UserError(f"max_chars_per_token ({self.max_chars_per_token}) must be at least 3 and at least "
+                                f"the widest char-CNN filter ({widest})")
         if self.tie_embeddings and self.token_encoder != "embedding":
             raise UserError("tie_embeddings needs token_encoder: embedding")
         if self.lstm_impl not in LSTM_IMPLS:
@@ -126,11 +131,26 @@ class BiLM(nn.Layer):
             return np.ascontiguousarray(np.swapaxes(array, -1, -2))
         return array
 
+    def set_char_table(self, table: np.ndarray) -> None:
+        """Char-CNN only: the character ids spelling each vocab token, `[vocab_size, max_chars_per_token]`.
+
+        Lets the biLM read token ids (LM batches, perplexity); it is derived from the vocab, so it is not
+        saved with the weights.  Callers with the real spelling of each token (ELMo on task text, where
+        words outside the vocab keep their characters) pass `chars` instead.
+        """
+        shape = [self.cfg.vocab_size, self.cfg.max_chars_per_token]
+        if list(table.shape) != shape:
+            raise UserError(f"char table must be {shape}, got {list(table.shape)}")
+        self.register_buffer("char_table", paddle.to_tensor(table, dtype="int64"), persistable=False)
+
     def token_layer(self, ids: paddle.Tensor, chars: paddle.Tensor | None = None) -> paddle.Tensor:
         if self.cfg.token_encoder == "embedding":
             return self.token_emb(ids)
         if chars is None:
-            raise UserError("this biLM encodes characters: pass chars [B, T, C]")
+            table = getattr(self, "char_table", None)
+            if table is None:
+                raise UserError("this biLM encodes characters: pass chars [B, T, C] or call set_char_table")
+            chars = paddle.gather(table, ids.reshape([-1])).reshape(list(ids.shape) + [table.shape[1]])
         return self.char_cnn(chars)
 
     def forward(self, ids: paddle.Tensor, chars: paddle.Tensor | None = None,

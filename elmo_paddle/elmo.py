@@ -2,6 +2,7 @@
 
     elmo = Elmo(model_dir, num_output_representations=1, dropout=0.5)
     ids = elmo.batch_to_ids([["我", "爱", "北", "京"], ["你", "好"]])   # int64 [B, T], 0 = padding
+                                                                    # (char-CNN models: [B, T, chars])
     out = elmo(ids)   # {'elmo_representations': [Tensor [B, T, elmo.output_dim]] * n, 'mask': bool [B, T]}
     loss = task_loss + elmo.l2_penalty()
 
@@ -42,7 +43,7 @@ from .scalar_mix import ScalarMix
 from .text import normalize_width, tokenize
 from . import checkpoint as ckpt
 from .trainer_lm import load_bilm, resolve_model_dir
-from .vocab import Vocab
+from .vocab import BOS, EOS, Vocab
 
 
 def sentences_to_token_lists(sentences: Sequence[str] | Sequence[Sequence[str]], unit: str) -> list[list[str]]:
@@ -81,6 +82,20 @@ def ids_array(token_lists: Sequence[Sequence[str]], vocab: Vocab, min_len: int =
     for b, toks in enumerate(token_lists):
         ids[b, :len(toks)] = vocab.encode(toks)
     return ids
+
+
+def wrap_chars_with_boundaries(chars: paddle.Tensor, bos: Sequence[int], eos: Sequence[int]
+                               ) -> tuple[paddle.Tensor, paddle.Tensor]:
+    """`[B, T, C]` char ids (all-0 row = pad) -> (`[B, T + 2, C]` with the `<S>`/`</S>` spellings, lengths + 2)."""
+    B, T, C = chars.shape
+    chars = chars.astype("int64")
+    lengths = (chars[:, :, 0] != 0).astype("int64").sum(-1)
+    bos_row = paddle.to_tensor(np.asarray(bos, "int64")).reshape([1, 1, C]).expand([B, 1, C])
+    wrapped = paddle.concat([bos_row, chars, paddle.zeros([B, 1, C], dtype="int64")], axis=1)
+    pos = paddle.arange(T + 2, dtype="int64").reshape([1, T + 2, 1])
+    eos_full = paddle.to_tensor(np.asarray(eos, "int64")).reshape([1, 1, C]).expand([B, T + 2, C])
+    wrapped = paddle.where(pos == (lengths + 1).reshape([B, 1, 1]), eos_full, wrapped)
+    return wrapped, lengths + 2
 
 
 def wrap_with_boundaries(ids: paddle.Tensor) -> tuple[paddle.Tensor, paddle.Tensor]:
@@ -128,9 +143,7 @@ class Elmo(nn.Layer):
         except (UserError, KeyError, TypeError):
             self.weights_sha256 = None
         cfg = bilm.cfg
-        if cfg.token_encoder != "embedding":
-            raise UserError(f"{model_dir}: Elmo supports biLMs with token_encoder 'embedding' only "
-                            f"(this one uses {cfg.token_encoder!r})")
+        self.uses_chars = cfg.token_encoder == "char_cnn"
         if not 0 <= requires_grad_top_layers <= cfg.num_layers:
             raise UserError(f"requires_grad_top_layers must be in 0..{cfg.num_layers}, got {requires_grad_top_layers}")
         for p in bilm.parameters():
@@ -174,31 +187,52 @@ class Elmo(nn.Layer):
 
     # ---------------------------------------------------------------- inputs
     def batch_to_ids(self, sentences: Sequence[str] | Sequence[Sequence[str]]) -> paddle.Tensor:
-        """Sentences -> int64 Tensor `[B, T]` (0 = padding, T = max(1, longest)).
+        """Sentences -> int64 Tensor `[B, T]` of token ids (0 = padding, T = max(1, longest)).
 
+        For a biLM with a char-CNN token layer: `[B, T, max_chars_per_token]` character ids instead, so a
+        word outside the vocab still gets a vector from its spelling (all-0 rows are padding).
         A sentence is a list of tokens (for a char-unit model: single characters) or a raw string, which is
         tokenised with the model's unit.  Tokens are width-normalised; unknown ones become `<UNK>`.
         """
         if len(sentences) == 0:
             raise UserError("no sentences given (empty list)")
-        return paddle.to_tensor(ids_array(sentences_to_token_lists(sentences, self.unit), self.vocab))
+        return paddle.to_tensor(self.inputs_array(sentences_to_token_lists(sentences, self.unit)))
 
     # ---------------------------------------------------------------- the biLM
+    def inputs_array(self, token_lists: Sequence[Sequence[str]]) -> np.ndarray:
+        """What `batch_to_ids` returns, as numpy, for already tokenised sentences."""
+        if self.uses_chars:
+            return self.vocab.chars_array(token_lists, self._bilm.cfg.max_chars_per_token)
+        return ids_array(token_lists, self.vocab)
+
+    @staticmethod
+    def token_mask(ids: paddle.Tensor) -> paddle.Tensor:
+        """`[B, T]` bool: True at real tokens of `batch_to_ids` output (token ids or character ids)."""
+        return ids[:, :, 0] != 0 if ids.ndim == 3 else ids != 0
+
     def _layers(self, ids: paddle.Tensor) -> paddle.Tensor:
         if not isinstance(ids, paddle.Tensor):
             ids = paddle.to_tensor(np.asarray(ids, dtype="int64"))
-        if ids.ndim != 2:
-            raise UserError(f"ids must be [batch, time], got shape {list(ids.shape)}")
+        want = 3 if self.uses_chars else 2
+        if ids.ndim != want:
+            shape = "[batch, time, max_chars_per_token] character ids" if self.uses_chars else "[batch, time] ids"
+            raise UserError(f"this model takes {shape} (see batch_to_ids), got shape {list(ids.shape)}")
         T = ids.shape[1]
-        wrapped, lengths = wrap_with_boundaries(ids)
+        if self.uses_chars:
+            C = self._bilm.cfg.max_chars_per_token
+            chars, lengths = wrap_chars_with_boundaries(ids, self.vocab.char_ids(BOS, C), self.vocab.char_ids(EOS, C))
+            wrapped = (chars[:, :, 0] != 0).astype("int64")  # token ids are not used, only where tokens are
+        else:
+            chars = None
+            wrapped, lengths = wrap_with_boundaries(ids)
         if self.requires_grad_top_layers and paddle.is_grad_enabled():
             with paddle.no_grad():
-                layers = self._bilm(wrapped, lengths=lengths)
+                layers = self._bilm(wrapped, chars, lengths=lengths)
             layers = self._recompute_top_layers(layers, lengths)
         else:
-            layers = self._bilm(wrapped, lengths=lengths)
+            layers = self._bilm(wrapped, chars, lengths=lengths)
         stacked = paddle.stack([h[:, 1:T + 1] for h in layers], axis=1)  # [B, L, T, D]
-        mask = (ids != 0).astype(stacked.dtype).reshape([ids.shape[0], 1, T, 1])
+        mask = self.token_mask(ids).astype(stacked.dtype).reshape([ids.shape[0], 1, T, 1])
         return stacked * mask
 
     def _recompute_top_layers(self, layers: list, lengths: paddle.Tensor) -> list:
@@ -267,7 +301,7 @@ class Elmo(nn.Layer):
         if not isinstance(ids, paddle.Tensor):
             ids = paddle.to_tensor(np.asarray(ids, dtype="int64"))
         layers = self._layers(ids) if self.requires_grad_top_layers else self.encode(ids)
-        return self.mix_layers(layers, ids != 0)
+        return self.mix_layers(layers, self.token_mask(ids))
 
     def l2_penalty(self) -> paddle.Tensor:
         """Sum of the mixes' penalties, l2_coef * ||w||^2 each: add it to the task loss."""

@@ -93,7 +93,7 @@ class ElmoEmbedder:
         import paddle
         from tqdm import tqdm
 
-        from .elmo import ids_array, sentences_to_token_lists
+        from .elmo import sentences_to_token_lists
 
         if batch_size < 1:
             raise UserError(f"batch_size must be >= 1, got {batch_size}")
@@ -127,7 +127,7 @@ class ElmoEmbedder:
                 for k in idx:
                     results[k] = np.zeros((self.num_layers, 0, self.output_dim), "float32")
             else:
-                layers = self.elmo.encode(paddle.to_tensor(ids_array(toks, self.vocab))).numpy()
+                layers = self.elmo.encode(paddle.to_tensor(self.elmo.inputs_array(toks))).numpy()
                 for j, k in enumerate(idx):
                     results[k] = layers[j, :, :len(toks[j])]
             for k in idx:
@@ -146,7 +146,10 @@ class ElmoEmbedder:
                 arr = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
             if self.token_vectors is not None and arr.shape[1]:
                 arr = arr.copy()
-                arr[0] = self.token_vectors[self.vocab.encode(token_lists[i])]
+                ids = np.asarray(self.vocab.encode(token_lists[i]))
+                # a char-CNN spells out-of-vocab words itself: only vocab words come from the cache
+                known = ids != self.vocab.unk_id if self.elmo.uses_chars else slice(None)
+                arr[0][known] = self.token_vectors[ids[known]]
             arrays.append(np.ascontiguousarray(arr, dtype="float32"))
         return arrays
 

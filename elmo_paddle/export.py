@@ -178,6 +178,8 @@ def export_model(model_dir: str | os.PathLike, output: str | os.PathLike, check:
 
     elmo = Elmo(model_dir)
     cfg = elmo.bilm.cfg
+    if cfg.token_encoder != "embedding":
+        raise UserError(f"only biLMs with an 'embedding' token layer can be exported (this one: {cfg.token_encoder!r})")
     if getattr(cfg, "lstm_impl", "lstmp") != "lstmp":
         raise UserError(f"only lstm_impl 'lstmp' biLMs can be exported (this one: {cfg.lstm_impl!r})")
     out = Path(output)

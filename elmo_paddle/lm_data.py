@@ -46,8 +46,12 @@ class CorpusInfo:
 
 def scan_corpus(paths: str | Sequence[str], unit: str = "char", dev_fraction: float = 0.01,
                 min_count: int = 3, max_vocab: int | None = None, max_chars: int = 100_000,
-                show_progress: bool = True, max_train_lines: int | None = None) -> tuple[CorpusInfo, Vocab, ReadStats]:
-    """Count lines, split train/dev (last `dev_fraction` of each file), build the vocab on train lines."""
+                show_progress: bool = True, max_train_lines: int | None = None,
+                with_chars: bool = False) -> tuple[CorpusInfo, Vocab, ReadStats]:
+    """Count lines, split train/dev (last `dev_fraction` of each file), build the vocab on train lines.
+
+    `with_chars`: the vocab also gets a character vocabulary (for a char-CNN token layer).
+    """
     files = list_text_files(paths)
     stats = ReadStats()
     counts: dict[str, int] = {}
@@ -82,7 +86,7 @@ def scan_corpus(paths: str | Sequence[str], unit: str = "char", dev_fraction: fl
         raise UserError(f"no training text in {', '.join(map(str, files))} (all lines empty or invalid)")
     try:
         # Counter.update adds a mapping's counts: the vocab is built without expanding tokens into lists
-        vocab = Vocab.build([counts], unit, min_count, max_vocab)
+        vocab = Vocab.build([counts], unit, min_count, max_vocab, with_chars=with_chars)
     except UserError as e:
         raise UserError(f"{', '.join(map(str, files))}: {e}") from None
     info = CorpusInfo([str(f) for f in files], train_lines, total_lines, train_tokens, dev_tokens, dev_fraction)

@@ -73,7 +73,7 @@ def build_optimizer(cfg, model: paddle.nn.Layer) -> paddle.optimizer.Optimizer:
 
 def model_dir_files(cfg: PretrainConfig, bilm_cfg: BiLMConfig, vocab: Vocab) -> dict[str, Any]:
     return {"config.json": {"format": ckpt.FORMAT, "bilm": to_dict(bilm_cfg), "pretrain": to_dict(cfg)},
-            "vocab.json": {"unit": vocab.unit, "tokens": vocab.itos}}
+            "vocab.json": vocab.to_json()}
 
 
 def load_bilm(model_dir: str | os.PathLike, verify: bool = True) -> tuple[BiLM, Vocab, dict]:
@@ -88,10 +88,20 @@ def load_bilm(model_dir: str | os.PathLike, verify: bool = True) -> tuple[BiLM, 
     vocab = Vocab.load(Path(model_dir) / "vocab.json")
     if len(vocab) != bilm_cfg.vocab_size:
         raise UserError(f"{model_dir}: vocab has {len(vocab)} tokens but the config says {bilm_cfg.vocab_size}")
+    if bilm_cfg.token_encoder == "char_cnn" and len(vocab.chars or ()) != bilm_cfg.char_vocab_size:
+        raise UserError(f"{model_dir}: the char-CNN model needs {bilm_cfg.char_vocab_size} characters in "
+                        f"vocab.json, found {len(vocab.chars or ())}")
     bilm = BiLM(bilm_cfg)
     ckpt.load_model_tensors(bilm, model_dir)
+    _attach_char_table(bilm, vocab)
     bilm.eval()
     return bilm, vocab, conf
+
+
+def _attach_char_table(bilm: BiLM, vocab: Vocab) -> None:
+    """A char-CNN biLM gets the spelling of every vocab token, to read token ids (LM batches, perplexity)."""
+    if bilm.cfg.token_encoder == "char_cnn":
+        bilm.set_char_table(vocab.char_table(bilm.cfg.max_chars_per_token))
 
 
 def resolve_model_dir(path: str | os.PathLike) -> Path:
@@ -176,19 +186,22 @@ def run_pretraining(cfg: PretrainConfig, resume: bool = False, progress: bool = 
     else:
         info, vocab, stats = scan_corpus(paths, cfg.data.unit, cfg.data.dev_fraction, cfg.data.min_count,
                                          cfg.data.max_vocab, show_progress=progress and rank == 0,
-                                         max_train_lines=cfg.data.max_train_lines_per_file)
+                                         max_train_lines=cfg.data.max_train_lines_per_file,
+                                         with_chars=cfg.bilm.get("token_encoder") == "char_cnn")
         if rank == 0:
             print(f"corpus: {stats.summary()}")
         if init_from is not None:
             init_bilm, vocab, _ = load_bilm(init_from)
             if vocab.unit != cfg.data.unit:
                 raise UserError(f"the model in {init_from} uses {vocab.unit!r} tokens, the config {cfg.data.unit!r}")
-    bilm_cfg = from_dict(BiLMConfig, {**cfg.bilm, "vocab_size": len(vocab)}, "bilm")
+    bilm_cfg = from_dict(BiLMConfig, {**cfg.bilm, "vocab_size": len(vocab),
+                                      "char_vocab_size": len(vocab.chars or ())}, "bilm")
 
     # --- model and optimizer
     paddle.seed(tc.seed)
     np.random.seed(tc.seed)
     bilm = init_bilm if init_bilm is not None else BiLM(bilm_cfg)
+    _attach_char_table(bilm, vocab)
     if init_bilm is not None:
         bilm_cfg = bilm.cfg
         bilm.train()
