@@ -169,6 +169,9 @@ class Elmo(nn.Layer):
             self.tuned_lstm_layers = nn.LayerList(tuned)
             if len(self.vocab) > 7:
                 self._check_tuned_path()
+        for layer in list(bilm.lstm.layers)[:cfg.num_layers - requires_grad_top_layers]:
+            if hasattr(layer, "freeze_inference_weights"):  # frozen for good: inference may pack the weights
+                layer.freeze_inference_weights()
 
     @property
     def bilm(self) -> BiLM:

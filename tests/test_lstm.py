@@ -160,3 +160,25 @@ def test_unknown_impl_is_a_user_error():
     from elmo_paddle.errors import UserError
     with pytest.raises(UserError):
         _tiny_bilm("cudnn")
+
+
+@pytest.mark.parametrize("clips", [(0.4, 0.3), (None, None)])
+def test_packed_inference_path_matches_reference(clips, monkeypatch):
+    """The frozen-layer fast path (MKL packed GEMM, numpy element-wise) is the same cell, for any batch size;
+    unfreezing goes back to the paddle loop and sees new weights."""
+    from elmo_paddle.lstm_cpu import packed_gemm_available
+
+    if not packed_gemm_available():
+        pytest.skip("this paddle build has no bundled MKL packed GEMM")
+    layer = _layer(*clips)
+    layer.freeze_inference_weights()
+    assert layer._packed is not None
+    for B in (3, 1, 5):
+        x = paddle.randn([7, 2, 5, B])
+        with paddle.no_grad():
+            got = layer(x).numpy()
+        np.testing.assert_allclose(got, layer.step_reference(x).numpy(), atol=1e-5)
+    layer.freeze_inference_weights(False)
+    layer.w_hh.set_value(layer.w_hh * 2)
+    with paddle.no_grad():
+        np.testing.assert_allclose(layer(x).numpy(), layer.step_reference(x).numpy(), atol=1e-5)
