@@ -24,6 +24,7 @@ right.  Internally the layers work on `[T, 2, F, B]` (time, direction, feature, 
 """
 from __future__ import annotations
 
+import numpy as np
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
@@ -41,10 +42,9 @@ def reverse_padded(x: paddle.Tensor, lengths: paddle.Tensor) -> paddle.Tensor:
     B, T = x.shape[0], x.shape[1]
     t = paddle.arange(T, dtype="int64").unsqueeze(0)  # [1, T]
     L = lengths.astype("int64").unsqueeze(1)  # [B, 1]
-    idx = paddle.where(t < L, L - 1 - t, t)  # [B, T]
-    if x.ndim > 2:
-        idx = idx.reshape([B, T] + [1] * (x.ndim - 2)).expand(x.shape)
-    return paddle.take_along_axis(x, idx, axis=1)
+    idx = paddle.where(t < L, L - 1 - t, t) + paddle.arange(B, dtype="int64").unsqueeze(1) * T  # flat row of each
+    # one row gather: an index the size of x (take_along_axis) costs more than the move itself
+    return paddle.gather(x.reshape([B * T] + list(x.shape[2:])), idx.reshape([-1])).reshape(x.shape)
 
 
 def _clip(x: paddle.Tensor, v: float | None) -> paddle.Tensor:
@@ -252,6 +252,8 @@ class BiLstmpStack(nn.Layer):
 
     def forward(self, x: paddle.Tensor) -> list[paddle.Tensor]:
         """x `[2, B, T, D]` -> list of each layer's output `[2, B, T, P]` (after the residual add)."""
+        if not paddle.is_grad_enabled() and all(getattr(layer, "_packed", None) for layer in self.layers):
+            return self._forward_packed(x)
         x = x.transpose([2, 0, 3, 1])  # inside: [T, 2, D, B], each step's [2, D, B] contiguous
         outs = []
         for k, layer in enumerate(self.layers):
@@ -260,4 +262,16 @@ class BiLstmpStack(nn.Layer):
                 y = y + x
             outs.append(y.transpose([1, 3, 0, 2]))
             x = y
+        return outs
+
+    def _forward_packed(self, x: paddle.Tensor) -> list[paddle.Tensor]:
+        """`forward` when every layer is frozen and packed (see `freeze_inference_weights`): all in numpy."""
+        xn = np.ascontiguousarray(x.numpy().transpose(2, 0, 3, 1))
+        outs = []
+        for k, layer in enumerate(self.layers):
+            y = layer._packed(xn)
+            if self.residual and k > 0:
+                y += xn
+            outs.append(paddle.to_tensor(np.ascontiguousarray(y.transpose(1, 3, 0, 2))))
+            xn = y
         return outs
