@@ -40,8 +40,28 @@ def load_runs(root: Path) -> list[dict[str, Any]]:
         runs.append({"task": m.parent.parent.name, "name": m.parent.name,
                      "variant": "+ELMo" if cfg.get("elmo_model") else "baseline",
                      "fraction": float(cfg.get("train_fraction", 1.0)), "seed": cfg.get("seed"),
-                     "test": data["test"], "train_seconds": data.get("train_seconds"), "history": hist})
+                     "test": data["test"], "train_seconds": data.get("train_seconds"), "history": hist,
+                     "config": cfg})
+    _label_protocols(runs)
     return runs
+
+
+# config keys that do not change what a score means (seeds, names, paths, evaluation batch size); the
+# +ELMo settings are the variant itself
+_NOT_PROTOCOL = {"seed", "run_name", "runs_dir", "train_fraction", "eval_batch_size", "elmo_cache_mb"}
+
+
+def _label_protocols(runs: list[dict[str, Any]]) -> None:
+    """Give each run a `protocol` label: the config values that differ between runs of its task.
+
+    Runs trained differently (other epochs, data set, model sizes) are then never averaged together.
+    """
+    for task in {r["task"] for r in runs}:
+        rs = [r for r in runs if r["task"] == task]
+        keys = sorted({k for r in rs for k in r["config"] if k not in _NOT_PROTOCOL and not k.startswith("elmo")})
+        varying = [k for k in keys if len({json.dumps(r["config"].get(k), sort_keys=True) for r in rs}) > 1]
+        for r in rs:
+            r["protocol"] = ", ".join(f"{k}={r['config'].get(k)}" for k in varying)
 
 
 # multiplier that puts each task's scores on a 0-100 scale (LAC's metrics are fractions, CMRC's percentages)
@@ -69,12 +89,17 @@ def make_table(runs: list[dict[str, Any]]) -> str:
     """Markdown: one row per task/fraction/metric, baseline and +ELMo mean ± sd (n seeds), delta."""
     groups: dict[tuple, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     for r in runs:
-        groups[(r["task"], r["fraction"])][r["variant"]].append(r)
+        groups[(r["task"], r["fraction"], r.get("protocol", ""))][r["variant"]].append(r)
     lines = ["| task | train fraction | metric | baseline | +ELMo | Δ (+ELMo − baseline) | seeds (base/+ELMo) | train s (base/+ELMo) |",
              "|---|---|---|---|---|---|---|---|"]
-    for (task, frac) in sorted(groups):
+    for (task, frac, protocol) in sorted(groups):
         _scale = _scaler(task, runs)
-        g = groups[(task, frac)]
+        g = groups[(task, frac, protocol)]
+        biLMs = sorted({str(r["config"].get("elmo_model")) for r in g.get("+ELMo", [])})
+        if len(biLMs) > 1:
+            print(f"warning: {task} {frac:g}: the +ELMo runs use {len(biLMs)} different biLMs "
+                  f"({', '.join(biLMs)}); their scores are averaged together", file=sys.stderr)
+        where = f"{frac:g}" + (f" ({protocol})" if protocol else "")
         metrics = [k for k in TASK_METRICS.get(task, []) if any(k in r["test"] for v in g.values() for r in v)]
         if not metrics:
             metrics = sorted({k for v in g.values() for r in v for k, x in r["test"].items()
@@ -86,7 +111,7 @@ def make_table(runs: list[dict[str, Any]]) -> str:
             ts = "/".join(f"{statistics.mean([r['train_seconds'] for r in g.get(v, [])]):.0f}"
                           if g.get(v) and all(r["train_seconds"] is not None for r in g[v]) else "–"
                           for v in ("baseline", "+ELMo"))
-            lines.append(f"| {task} | {frac:g} | {k} | {_fmt(b)} | {_fmt(e)} | {delta} | "
+            lines.append(f"| {task} | {where} | {k} | {_fmt(b)} | {_fmt(e)} | {delta} | "
                          f"{len(g.get('baseline', []))}/{len(g.get('+ELMo', []))} | {ts} |")
     return "\n".join(lines) + "\n"
 

@@ -56,3 +56,22 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert main([str(tmp_path / "missing")]) == 2
     assert main([str(tmp_path)]) == 2
     assert "no finished task runs" in capsys.readouterr().err
+
+
+def test_runs_of_different_protocols_are_not_averaged(tmp_path, capsys):
+    for s, (epochs, f1) in enumerate([(1, 0.5), (1, 0.52), (3, 0.7)]):
+        d = tmp_path / "lac" / f"base-s{s}"
+        d.mkdir(parents=True)
+        cfg = {"elmo_model": None, "train_fraction": 0.2, "seed": s, "epochs": epochs, "run_name": d.name}
+        (d / "metrics.json").write_text(json.dumps({"test": {"f1": f1}, "config": cfg, "train_seconds": 1.0}))
+    for m in ("models/a", "models/b"):
+        d = tmp_path / "lac" / f"elmo-{m[-1]}"
+        d.mkdir(parents=True)
+        cfg = {"elmo_model": m, "train_fraction": 0.2, "seed": 0, "epochs": 1, "run_name": d.name}
+        (d / "metrics.json").write_text(json.dumps({"test": {"f1": 0.6}, "config": cfg, "train_seconds": 1.0}))
+    table = make_table(load_runs(tmp_path))
+    one = next(line for line in table.splitlines() if "| 0.2 (epochs=1) | f1 |" in line)
+    three = next(line for line in table.splitlines() if "| 0.2 (epochs=3) | f1 |" in line)
+    assert "51.00 ± 1.41" in one and "2/2" in one
+    assert "70.00 ± 0.00" in three and "1/0" in three
+    assert "2 different biLMs" in capsys.readouterr().err
