@@ -52,14 +52,17 @@ _NOT_PROTOCOL = {"seed", "run_name", "runs_dir", "train_fraction", "eval_batch_s
 
 
 def _label_protocols(runs: list[dict[str, Any]]) -> None:
-    """Give each run a `protocol` label: the config values that differ between runs of its task.
+    """Give each run a `protocol` label: the config values that differ between runs of its task and fraction.
 
-    Runs trained differently (other epochs, data set, model sizes) are then never averaged together.
+    Runs trained differently (other epochs, data set, model sizes) are then never averaged together.  A key
+    a run does not record, or records as None (runs written before the key existed, "not set"), differs from
+    nothing.
     """
-    for task in {r["task"] for r in runs}:
-        rs = [r for r in runs if r["task"] == task]
+    for task, frac in {(r["task"], r["fraction"]) for r in runs}:
+        rs = [r for r in runs if r["task"] == task and r["fraction"] == frac]
         keys = sorted({k for r in rs for k in r["config"] if k not in _NOT_PROTOCOL and not k.startswith("elmo")})
-        varying = [k for k in keys if len({json.dumps(r["config"].get(k), sort_keys=True) for r in rs}) > 1]
+        varying = [k for k in keys if len({json.dumps(r["config"][k], sort_keys=True) for r in rs
+                                           if r["config"].get(k) is not None}) > 1]
         for r in rs:
             r["protocol"] = ", ".join(f"{k}={r['config'].get(k)}" for k in varying)
 
