@@ -182,3 +182,17 @@ def test_packed_inference_path_matches_reference(clips, monkeypatch):
     layer.w_hh.set_value(layer.w_hh * 2)
     with paddle.no_grad():
         np.testing.assert_allclose(layer(x).numpy(), layer.step_reference(x).numpy(), atol=1e-5)
+
+
+def test_packed_path_can_be_switched_off(monkeypatch):
+    import elmo_paddle.lstm_cpu as lc
+
+    monkeypatch.setattr(lc, "_lib", None)
+    monkeypatch.setenv("ELMO_PADDLE_PACKED_GEMM", "0")
+    layer = _layer()
+    layer.freeze_inference_weights()
+    assert layer._packed is None and not lc.packed_gemm_available()
+    x = paddle.randn([4, 2, 5, 2])
+    with paddle.no_grad():
+        np.testing.assert_allclose(layer(x).numpy(), layer.step_reference(x).numpy(), atol=1e-5)
+    monkeypatch.setattr(lc, "_lib", None)  # the next user probes again
