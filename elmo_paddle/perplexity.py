@@ -19,6 +19,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m elmo_paddle.perplexity", description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", required=True, help="model directory (or a pretraining output dir: its best/)")
     ap.add_argument("--text", nargs="*", help="score these files instead (every line is held-out text)")
+    ap.add_argument("--heldout-from", metavar="DIR",
+                    help="score the held-out split recorded in another model directory (e.g. a fine-tuned "
+                         "model's task text, to compare models on the same lines)")
     ap.add_argument("--max-lines", type=int, help="score only the first N held-out lines")
     ap.add_argument("--max-len", type=int, default=256, help="longer lines are scored in pieces of this length")
     args = ap.parse_args(argv)
@@ -34,9 +37,13 @@ def main(argv: list[str] | None = None) -> int:
         counts = [sum(1 for _ in iter_file_lines(f)) for f in files]
         info = CorpusInfo([str(f) for f in files], [0] * len(files), counts, 0, 0, dev_fraction=1.0)
     else:
-        if not (Path(model_dir) / "corpus.json").is_file():
-            raise UserError(f"{model_dir} records no held-out split (corpus.json); pass --text FILE")
-        info = CorpusInfo(**ckpt.read_json(model_dir, "corpus.json"))
+        split_dir = resolve_model_dir(args.heldout_from) if args.heldout_from else model_dir
+        if not (Path(split_dir) / "corpus.json").is_file():
+            raise UserError(f"{split_dir} records no held-out split (corpus.json); pass --text FILE")
+        info = CorpusInfo(**ckpt.read_json(split_dir, "corpus.json"))
+        missing = [f for f in info.files if not Path(f).is_file()]
+        if missing:
+            raise UserError(f"the held-out text recorded in {split_dir}/corpus.json is gone: {missing[0]}")
     t0 = time.time()
     res = evaluate_perplexity(bilm, dev_batches(info, vocab, 32, args.max_len, args.max_lines))
     res["seconds"] = round(time.time() - t0, 1)

@@ -109,3 +109,10 @@ def test_perplexity_cli_scores_recorded_split_and_text(corpus, tmp_path):
     assert r.returncode == 0 and json.loads(r.stdout.strip().splitlines()[-1])["tokens"] == 8
     r = run_cli(["-m", "elmo_paddle.perplexity", "--model", str(tmp_path / "none")])
     assert r.returncode == 2 and "Traceback" not in r.stderr
+    # another model's held-out split: a model trained on other text scores those same lines
+    other = make_corpus(tmp_path / "other.txt", 200, seed=5)
+    out2 = tmp_path / "p2"
+    assert pretrain(other, out2, "train.max_steps=6", "train.eval_every=6", "train.save_every=6").returncode == 0
+    r = run_cli(["-m", "elmo_paddle.perplexity", "--model", str(out2), "--heldout-from", str(out)])
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads(r.stdout.strip().splitlines()[-1])["tokens"] == res["tokens"]
