@@ -13,7 +13,8 @@ $PY -m elmo_paddle.finetune_lm --model "$SRC" --text "$DUREADER" --output-dir "$
 # control: as many steps on the pretraining corpus (its held-out last 1% stays unseen: finetune_lm holds out 5%)
 $PY -m elmo_paddle.finetune_lm --model "$SRC" --text lm_raw_zh/cmrc2018_train_contexts.txt.gz lm_raw_zh/msra_train_raw.txt.gz lm_raw_zh/pd1998_train_raw.txt.gz --output-dir "${SRC}_control" \
     --steps "$STEPS" --no-progress
-for m in "$SRC" "${SRC}_dureader" "${SRC}_control"; do
+# final/ = after all the steps (best/ may be the unchanged start when the held-out score did not improve)
+for m in "$SRC" "${SRC}_dureader/final" "${SRC}_control/final"; do
     echo "== $m on DuReader held-out"; $PY -m elmo_paddle.perplexity --model "$m" --heldout-from "${SRC}_dureader"
     echo "== $m on pretraining held-out"; $PY -m elmo_paddle.perplexity --model "$m" --heldout-from "$SRC"
 done
