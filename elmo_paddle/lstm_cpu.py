@@ -61,15 +61,19 @@ class _PackedMatrix:
         self.M, self.K = self.a.shape
         self.packs: dict[int, np.ndarray] = {}
 
+    MAX_PACKS = 4  # packings kept (one per batch width seen; bounded: a task's ragged batches can vary)
+
     def _pack(self, n: int) -> np.ndarray:
-        buf = self.packs.get(n)
+        buf = self.packs.pop(n, None)
         if buf is None:
+            while len(self.packs) >= self.MAX_PACKS:
+                self.packs.pop(next(iter(self.packs)))  # the least recently used
             lib = _mkl()
             size = lib.cblas_sgemm_pack_get_size(_A_MATRIX, self.M, n, self.K)
             buf = np.empty(size // 4 + 1, dtype="float32")
             lib.cblas_sgemm_pack(_ROW_MAJOR, _A_MATRIX, _NO_TRANS, self.M, n, self.K, 1.0,
                                  self.a.ctypes.data, self.K, buf.ctypes.data)
-            self.packs[n] = buf
+        self.packs[n] = buf  # (re)inserted last: dict order is recency order
         return buf
 
     def matmul_into(self, b: np.ndarray, c: np.ndarray, beta: float = 0.0) -> None:
