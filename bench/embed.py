@@ -17,15 +17,14 @@ The last line is `ratio ours/elmoformanylangs: X.XX`.
 A third row times a reference, not a competitor: the same computation as bare `torch.nn.LSTM(proj_size)`
 layers (PyTorch's C++ recurrence, no Python per step); `--no-reference` skips it.
 
-Measured here, 2 threads, quiet machine (the pretraining run in the background paused with SIGSTOP):
-ours 93.7, elmoformanylangs 72.8, torch.nn.LSTM 125.5 sentences/s: ratio ours/elmoformanylangs 1.29,
-torch.nn.LSTM/elmoformanylangs 1.72, ours/torch.nn.LSTM 0.75.  Other quiet runs of the two-way version:
-1.52 and 1.46 (batch 32), 1.73 (`--batch-size 8`), 1.49 (`--batch-size 128`); elmoformanylangs' own time
-varies +-20% from run to run.  Why not 3x: at batch 32 the time is the per-step GEMMs (N = batch columns
-against 16 MB of weights per layer and step, ~56% of our time in cProfile; the element-wise work was cut
-without a measurable change), and they are the same GEMMs in all three; even PyTorch's C++ LSTM is only
-1.7x elmoformanylangs here.  The torch worker runs with OMP_WAIT_POLICY=PASSIVE (without it, GNU OpenMP's
-spin-waiting made elmoformanylangs collapse on loaded cores, an artefact).
+Measured here, 2 threads, idle machine, three runs: ours 177.2 / 188.5 / 168.3, elmoformanylangs 57.6 / 70.8 /
+59.5, torch.nn.LSTM 124.2 / 101.0 / 139.2 sentences/s: ratio ours/elmoformanylangs 3.08, 2.66, 2.83 (median
+2.83); `--threads 1`: 2.12.  Ours runs the frozen layers with MKL's packed GEMM (`elmo_paddle/lstm_cpu.py`,
+`bench/embed_packed.py`: 1.89x paddle's op-by-op loop); before that the ratio was 1.29-1.79, and even
+PyTorch's own C++ LSTM is only 1.4-2.3x elmoformanylangs here: at batch 32 the per-step GEMMs are the time.
+elmoformanylangs' own speed varies +-10-20% from run to run.  The torch workers run with
+OMP_WAIT_POLICY=PASSIVE (without it, GNU OpenMP's spin-waiting made elmoformanylangs collapse on loaded cores,
+an artefact).
 """
 from __future__ import annotations
 
