@@ -215,7 +215,15 @@ def run_pretraining(cfg: PretrainConfig, resume: bool = False, progress: bool = 
         ckpt.load_model_tensors(bilm, last)
         ckpt.load_optimizer(opt, bilm, last, st.get("optimizer_extra", {}))
         step, best_ppl, history = st["step"], st["best_ppl"], st.get("history", [])
-        total = st["total_steps"] if tc.max_steps is None else tc.max_steps
+        # the saved schedule length stands unless this command changes it: train.max_steps=N, or a
+        # train.epochs other than the saved run's (so a finished run can be extended with --resume train.epochs=N)
+        saved_epochs = (ckpt.read_json(last, "config.json").get("pretrain", {}).get("train", {}).get("epochs"))
+        if tc.max_steps is not None:
+            total = tc.max_steps
+        elif saved_epochs is not None and tc.epochs != saved_epochs:
+            total = max(1, int(math.ceil(tc.epochs * per_epoch)))
+        else:
+            total = st["total_steps"]
         data_states = st["data_states"]
         if len(data_states) == world:
             batcher.load_state(data_states[rank])

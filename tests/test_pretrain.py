@@ -116,3 +116,16 @@ def test_perplexity_cli_scores_recorded_split_and_text(corpus, tmp_path):
     r = run_cli(["-m", "elmo_paddle.perplexity", "--model", str(out2), "--heldout-from", str(out)])
     assert r.returncode == 0, r.stderr[-2000:]
     assert json.loads(r.stdout.strip().splitlines()[-1])["tokens"] == res["tokens"]
+
+
+def test_resume_with_more_epochs_extends_a_finished_run(corpus, tmp_path):
+    out = tmp_path / "e"
+    common = ["train.eval_every=1000", "train.save_every=1000", "train.log_every=1000"]
+    r = pretrain(corpus, out, "train.epochs=1", *common)
+    assert r.returncode == 0, r.stderr[-2000:]
+    steps_1 = json.loads((out / "final" / "state.json").read_text())["step"]
+    r = pretrain(corpus, out, "train.epochs=1", *common, resume=True)  # same settings: nothing left to do
+    assert r.returncode == 0 and json.loads((out / "final" / "state.json").read_text())["step"] == steps_1
+    r = pretrain(corpus, out, "train.epochs=2", *common, resume=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads((out / "final" / "state.json").read_text())["step"] == 2 * steps_1
