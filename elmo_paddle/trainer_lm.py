@@ -200,10 +200,11 @@ def run_pretraining(cfg: PretrainConfig, resume: bool = False, progress: bool = 
     # --- model and optimizer
     paddle.seed(tc.seed)
     np.random.seed(tc.seed)
-    bilm = init_bilm if init_bilm is not None else BiLM(bilm_cfg)
-    _attach_char_table(bilm, vocab)
-    if init_bilm is not None:
-        bilm_cfg = bilm.cfg
+    if init_bilm is None:
+        bilm = BiLM(bilm_cfg)
+        _attach_char_table(bilm, vocab)
+    else:  # load_bilm already attached its char table
+        bilm, bilm_cfg = init_bilm, init_bilm.cfg
         bilm.train()
     opt = build_optimizer(tc, bilm)
     batcher = LMBatcher(info, vocab, tc.batch_size, tc.seq_len, tc.seed, rank, world, cfg.data.shuffle_buffer)
