@@ -213,13 +213,42 @@ class Elmo(nn.Layer):
         """`[B, T]` bool: True at real tokens of `batch_to_ids` output (token ids or character ids)."""
         return ids[:, :, 0] != 0 if ids.ndim == 3 else ids != 0
 
+    def _check_ids_shape(self, shape: Sequence[int]) -> None:
+        if len(shape) != (3 if self.uses_chars else 2):
+            want = "[batch, time, max_chars_per_token] character ids" if self.uses_chars else "[batch, time] ids"
+            raise UserError(f"this model takes {want} (see batch_to_ids), got shape {list(shape)}")
+
+    def _packed_layers(self, ids: np.ndarray) -> np.ndarray | None:
+        """`_layers` through the biLM's all-numpy inference path (`BiLM.packed_layers`), or None where it can't run."""
+        B, T = ids.shape[:2]
+        if self.uses_chars:
+            C = self._bilm.cfg.max_chars_per_token
+            chars, lengths = wrap_chars_with_boundaries(paddle.to_tensor(ids), self.vocab.char_ids(BOS, C),
+                                                        self.vocab.char_ids(EOS, C))
+            chars, lengths = chars.numpy(), lengths.numpy()
+            wrapped = (chars[:, :, 0] != 0).astype("int64")
+        else:
+            chars = None
+            n = (ids != 0).sum(-1)
+            wrapped = np.zeros((B, T + 2), dtype="int64")
+            wrapped[:, 0] = Vocab.bos_id
+            wrapped[:, 1:T + 1] = ids
+            wrapped[np.arange(B), n + 1] = Vocab.eos_id
+            lengths = n + 2
+        full = self._bilm.packed_layers(wrapped, lengths, chars)
+        if full is None:
+            return None
+        mask = (ids[:, :, 0] if self.uses_chars else ids) != 0
+        return full[:, :, 1:T + 1] * mask[:, None, :, None]
+
     def _layers(self, ids: paddle.Tensor) -> paddle.Tensor:
         if not isinstance(ids, paddle.Tensor):
             ids = paddle.to_tensor(np.asarray(ids, dtype="int64"))
-        want = 3 if self.uses_chars else 2
-        if ids.ndim != want:
-            shape = "[batch, time, max_chars_per_token] character ids" if self.uses_chars else "[batch, time] ids"
-            raise UserError(f"this model takes {shape} (see batch_to_ids), got shape {list(ids.shape)}")
+        self._check_ids_shape(ids.shape)
+        if not paddle.is_grad_enabled():
+            out = self._packed_layers(ids.numpy())
+            if out is not None:
+                return paddle.to_tensor(out)
         T = ids.shape[1]
         if self.uses_chars:
             C = self._bilm.cfg.max_chars_per_token
@@ -276,6 +305,20 @@ class Elmo(nn.Layer):
         with paddle.no_grad():
             out = self._layers(ids)
         out.stop_gradient = True
+        return out
+
+    def encode_array(self, ids: np.ndarray) -> np.ndarray:
+        """`encode` for numpy ids (`inputs_array`), as a numpy array `[B, num_layers, T, output_dim]`.
+
+        The embedder's entry point: on a CPU build with MKL and a fully frozen biLM it never builds a paddle
+        tensor after the token layer.
+        """
+        ids = np.asarray(ids, dtype="int64")
+        self._check_ids_shape(ids.shape)
+        with paddle.no_grad():
+            out = self._packed_layers(ids)
+            if out is None:
+                out = self._layers(paddle.to_tensor(ids)).numpy()
         return out
 
     # ---------------------------------------------------------------- the mixes

@@ -93,7 +93,6 @@ class ElmoEmbedder:
     def embed_sentences(self, sentences: Sequence[str] | Sequence[Sequence[str]], batch_size: int = 64,
                         progress: bool = False) -> list[np.ndarray]:
         """One float32 array `[num_layers, T_i, output_dim]` per sentence, in input order."""
-        import paddle
         from tqdm import tqdm
 
         from .elmo import sentences_to_token_lists
@@ -130,7 +129,7 @@ class ElmoEmbedder:
                 for k in idx:
                     results[k] = np.zeros((self.num_layers, 0, self.output_dim), "float32")
             else:
-                layers = self.elmo.encode(paddle.to_tensor(self.elmo.inputs_array(toks))).numpy()
+                layers = self.elmo.encode_array(self.elmo.inputs_array(toks))
                 for j, k in enumerate(idx):
                     results[k] = layers[j, :, :len(toks[j])]
             for k in idx:

@@ -24,7 +24,6 @@ right.  Internally the layers work on `[T, 2, F, B]` (time, direction, feature, 
 """
 from __future__ import annotations
 
-import numpy as np
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
@@ -252,8 +251,6 @@ class BiLstmpStack(nn.Layer):
 
     def forward(self, x: paddle.Tensor) -> list[paddle.Tensor]:
         """x `[2, B, T, D]` -> list of each layer's output `[2, B, T, P]` (after the residual add)."""
-        if not paddle.is_grad_enabled() and all(getattr(layer, "_packed", None) for layer in self.layers):
-            return self._forward_packed(x)
         x = x.transpose([2, 0, 3, 1])  # inside: [T, 2, D, B], each step's [2, D, B] contiguous
         outs = []
         for k, layer in enumerate(self.layers):
@@ -262,16 +259,4 @@ class BiLstmpStack(nn.Layer):
                 y = y + x
             outs.append(y.transpose([1, 3, 0, 2]))
             x = y
-        return outs
-
-    def _forward_packed(self, x: paddle.Tensor) -> list[paddle.Tensor]:
-        """`forward` when every layer is frozen and packed (see `freeze_inference_weights`): all in numpy."""
-        xn = np.ascontiguousarray(x.numpy().transpose(2, 0, 3, 1))
-        outs = []
-        for k, layer in enumerate(self.layers):
-            y = layer._packed(xn)
-            if self.residual and k > 0:
-                y += xn
-            outs.append(paddle.to_tensor(np.ascontiguousarray(y.transpose(1, 3, 0, 2))))
-            xn = y
         return outs

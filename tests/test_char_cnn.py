@@ -78,6 +78,9 @@ def test_elmo_spells_out_of_vocab_words(char_model):
     both = elmo.encode(elmo.batch_to_ids([sents[1][:2], sents[0]])).numpy()
     np.testing.assert_allclose(alone[0], both[0][:, :2], atol=1e-5)
     assert np.abs(both[0][:, 2]).max() == 0  # padding position is zero
+    from test_elmo import _paddle_path  # the numpy inference path spells words as the paddle path does
+
+    np.testing.assert_allclose(elmo.encode_array(ids.numpy()), _paddle_path(elmo, ids), rtol=1e-4, atol=1e-5)
     out = elmo(ids)
     assert out["mask"].numpy().all() and out["elmo_representations"][0].shape == [3, 3, elmo.output_dim]
     with pytest.raises(UserError, match="character ids"):

@@ -79,6 +79,33 @@ def test_same_vectors_regardless_of_batch_and_history(elmo):
     np.testing.assert_allclose(lay_batch, lay_alone, rtol=1e-5, atol=1e-6)
 
 
+def _paddle_path(elmo, ids):
+    """`encode` with the packed snapshots dropped: the paddle op-by-op loop, the reference for the numpy path."""
+    layers = list(elmo.bilm.lstm.layers)
+    try:
+        for layer in layers:
+            layer.freeze_inference_weights(False)
+        assert elmo._packed_layers(ids.numpy()) is None
+        return elmo.encode(ids).numpy()
+    finally:
+        for layer in layers:
+            layer.freeze_inference_weights()
+
+
+def test_numpy_inference_path_matches_paddle_path(elmo):
+    """`encode_array` (all numpy after the token layer, packed GEMM) == the paddle loop, ragged batch included."""
+    from elmo_paddle.lstm_cpu import packed_gemm_available
+
+    if not packed_gemm_available():
+        pytest.skip("this paddle build has no bundled MKL packed GEMM")
+    ids = elmo.batch_to_ids(["中国人民经济发展", "经济", "人民日报社论", ""])
+    fast = elmo.encode_array(ids.numpy())
+    assert fast.dtype == np.float32 and fast.shape == (4, 3, 8, elmo.output_dim)
+    np.testing.assert_allclose(fast, _paddle_path(elmo, ids), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(elmo.encode(ids).numpy(), fast, rtol=0, atol=0)  # encode takes the same path
+    assert np.all(fast[1, :, 2:] == 0) and np.all(fast[3] == 0)
+
+
 def test_task_step_updates_mix_only(tiny_model_dir):
     paddle.seed(0)
     elmo = Elmo(tiny_model_dir, num_output_representations=1, dropout=0.5, l2_coef=0.001)

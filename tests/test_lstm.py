@@ -162,14 +162,28 @@ def test_unknown_impl_is_a_user_error():
         _tiny_bilm("cudnn")
 
 
-@pytest.mark.parametrize("clips", [(0.4, 0.3), (None, None)])
-def test_packed_inference_path_matches_reference(clips, monkeypatch):
-    """The frozen-layer fast path (MKL packed GEMM, numpy element-wise) is the same cell, for any batch size;
-    unfreezing goes back to the paddle loop and sees new weights."""
-    from elmo_paddle.lstm_cpu import packed_gemm_available
+@pytest.mark.parametrize("clips,threads", [((0.4, 0.3), 1), ((None, None), 1), ((0.4, 0.3), 2)])
+def test_packed_inference_path_matches_reference(clips, threads, monkeypatch):
+    """The frozen-layer fast path (MKL packed GEMM, numpy element-wise; with 2 threads one direction per
+    thread) is the same cell, for any batch size; unfreezing goes back to the paddle loop and sees new weights."""
+    import elmo_paddle.lstm_cpu as lc
 
-    if not packed_gemm_available():
+    if not lc.packed_gemm_available():
         pytest.skip("this paddle build has no bundled MKL packed GEMM")
+    threaded = []
+    one_direction = lc.PackedLstmp._direction_1t
+    monkeypatch.setattr(lc.PackedLstmp, "_direction_1t", lambda *a: threaded.append(1) or one_direction(*a))
+    before = lc._mkl().MKL_Get_Max_Threads()
+    paddle.base.core.set_num_threads(threads)
+    try:
+        assert lc._mkl().MKL_Get_Max_Threads() == threads
+        _check_packed_layer(clips)
+    finally:
+        paddle.base.core.set_num_threads(before)
+    assert bool(threaded) == (threads > 1)
+
+
+def _check_packed_layer(clips):
     layer = _layer(*clips)
     layer.freeze_inference_weights()
     assert layer._packed is not None
