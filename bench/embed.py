@@ -17,11 +17,12 @@ The last line is `ratio ours/elmoformanylangs: X.XX`.
 A third row times a reference, not a competitor: the same computation as bare `torch.nn.LSTM(proj_size)`
 layers (PyTorch's C++ recurrence, no Python per step); `--no-reference` skips it.
 
-Measured here, 2 threads, idle machine, three runs: ours 177.2 / 188.5 / 168.3, elmoformanylangs 57.6 / 70.8 /
-59.5, torch.nn.LSTM 124.2 / 101.0 / 139.2 sentences/s: ratio ours/elmoformanylangs 3.08, 2.66, 2.83 (median
-2.83); `--threads 1`: 2.12.  Ours runs the frozen layers with MKL's packed GEMM (`elmo_paddle/lstm_cpu.py`,
-`bench/embed_packed.py`: 1.89x paddle's op-by-op loop); before that the ratio was 1.29-1.79, and even
-PyTorch's own C++ LSTM is only 1.4-2.3x elmoformanylangs here: at batch 32 the per-step GEMMs are the time.
+Measured here (third session), 2 threads, idle machine, five runs: ratio ours/elmoformanylangs 3.40, 4.08,
+3.52, 3.77, 3.67 (median 3.67; ours 174-204 sentences/s, elmoformanylangs 49-55, torch.nn.LSTM 88-105);
+`--threads 1`: 2.39.  Ours runs the frozen layers with MKL's packed GEMM, one LSTM direction per thread, and
+numpy from the token layer on (`elmo_paddle/lstm_cpu.py`; `bench/embed_packed.py`: 2.33x paddle's op-by-op
+loop).  Earlier: 1.29-1.79 (paddle loop), 2.66-3.08 (packed GEMM alone).  At batch 32 the per-step GEMMs
+are the time; PyTorch's own C++ LSTM is only 1.8-2.1x elmoformanylangs here.
 elmoformanylangs' own speed varies +-10-20% from run to run.  The torch workers run with
 OMP_WAIT_POLICY=PASSIVE (without it, GNU OpenMP's spin-waiting made elmoformanylangs collapse on loaded cores,
 an artefact).

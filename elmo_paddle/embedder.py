@@ -14,9 +14,10 @@
   the longest span the pretraining dev evaluation scores in one piece.
 * Empty strings give arrays with T = 0; an empty list gives an empty list; unknown characters map to
   `<UNK>` (the fraction is in `last_stats`).
-* Speed: on a CPU build of paddle (which bundles MKL) the frozen LSTM layers run `lstm_cpu.PackedLstmp`
-  (packed GEMMs, in-place element-wise work), ~1.8x the paddle op-by-op loop; `ELMO_PADDLE_PACKED_GEMM=0`
-  turns it off.  `bench/embed.py` compares with ELMoForManyLangs.
+* Speed: on a CPU build of paddle (which bundles MKL) everything after the token layer runs in numpy
+  (`lstm_cpu.bilm_layers`: packed GEMMs, in-place element-wise work, with 2+ threads one LSTM direction per
+  thread), 2.3x the paddle op-by-op loop (`bench/embed_packed.py`); `ELMO_PADDLE_PACKED_GEMM=0` turns it
+  off.  `bench/embed.py` compares with ELMoForManyLangs (3.4-4.1x faster, RESULTS.md section 2).
 * `token_cache`: an `.npz` file with the context-free token vectors of the whole vocab (layer 0), written on
   first use and checked against the model's weights checksum afterwards.  With the 'embedding' token layer
   this is a lookup table (useful as static character embeddings); it saves no time.

@@ -5,7 +5,9 @@ at the paper's sizes) by a thin `[D + P, batch]` matrix.  A normal GEMM call re-
 kernel every time, which at 32 columns costs about as much as the arithmetic; MKL's packed API
 (`cblas_sgemm_pack` once, `cblas_sgemm_compute` per step) skips that: measured here 1.23 vs 2.2 ms per step
 GEMM, and the whole layer 1.4-1.7x faster than the paddle op-by-op loop.  The element-wise part runs
-in-place on small preallocated numpy buffers (no allocation per step).
+in-place on small preallocated numpy buffers (no allocation per step).  With 2+ MKL threads the two
+directions run on two threads, single-threaded MKL each (a thin GEMM scales poorly over threads), and
+`bilm_layers` does the whole biLM after its token layer in numpy (no paddle op dispatch per reversal/concat).
 
 Only used where it can be: a CPU build of paddle that ships `libmklml_intel.so` with the packed API,
 float32 weights, and a layer whose weights are frozen (`BiLstmpLayer.freeze_inference_weights`).  Anything
@@ -89,15 +91,20 @@ class _PackedMatrix:
 
 
 _executor = None
+_executor_pid = None
 
 
 def _pool():
-    """One worker thread for the backward direction (created on first use, lives with the process)."""
-    global _executor
-    if _executor is None:
+    """One worker thread for the backward direction (created on first use, lives with the process).
+
+    A forked child (e.g. a DataLoader worker) inherits the executor but not its thread: it makes its own.
+    """
+    global _executor, _executor_pid
+    if _executor is None or _executor_pid != os.getpid():
         from concurrent.futures import ThreadPoolExecutor
 
         _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="elmo-lstm")
+        _executor_pid = os.getpid()
     return _executor
 
 

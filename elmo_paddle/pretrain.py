@@ -76,7 +76,8 @@ class PretrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     output_dir: str = "models/elmo"
-    run_name: str | None = None  # VisualDL run folder under runs/elmo/ (default: output_dir's name)
+    run_name: str | None = None  # VisualDL run folder under runs_dir (default: output_dir's name)
+    runs_dir: str = "runs/elmo"  # VisualDL logs: runs_dir/run_name (visualdl --logdir runs)
     data_dir: str | None = None
 
 

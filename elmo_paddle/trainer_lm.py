@@ -240,7 +240,7 @@ def run_pretraining(cfg: PretrainConfig, resume: bool = False, progress: bool = 
         model = fleet.distributed_model(model)
         opt = fleet.distributed_optimizer(opt)
 
-    run_dir = Path("runs") / "elmo" / (cfg.run_name or out.name)
+    run_dir = Path(cfg.runs_dir) / (cfg.run_name or out.name)
     writer = LogWriter(logdir=str(run_dir)) if rank == 0 else None
     dev_iter = lambda: dev_batches(info, vocab, 32, 256, cfg.data.eval_max_lines)  # noqa: E731
 

@@ -19,7 +19,7 @@ def run_cli(args, env=None, timeout=240):
 
 def pretrain(corpus, out, *extra, env=None, resume=False):
     args = ["-m", "elmo_paddle.pretrain", "--output-dir", str(out), "--no-progress",
-            f"data.train=[{corpus}]", *TINY_OVERRIDES, *extra]
+            f"data.train=[{corpus}]", f"runs_dir={Path(out).parent / 'runs'}", *TINY_OVERRIDES, *extra]
     if resume:
         args.insert(2, "--resume")
     return run_cli(args, env)
@@ -84,8 +84,8 @@ def test_two_process_fleet_keeps_ranks_identical(corpus, tmp_path):
     log_dir = tmp_path / "log"
     r = run_cli(["-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir", str(log_dir),
                  str(REPO / "elmo_paddle" / "pretrain.py"), "--output-dir", str(tmp_path / "f"), "--no-progress",
-                 f"data.train=[{corpus}]", *TINY_OVERRIDES, "train.max_steps=20", "train.eval_every=10",
-                 "train.save_every=10"], timeout=300)
+                 f"data.train=[{corpus}]", f"runs_dir={tmp_path / 'runs'}", *TINY_OVERRIDES, "train.max_steps=20",
+                 "train.eval_every=10", "train.save_every=10"], timeout=300)
     log0 = (log_dir / "workerlog.0").read_text()
     assert r.returncode == 0, log0[-3000:]
     assert "parameters identical across 2 ranks" in log0
