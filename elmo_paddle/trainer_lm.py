@@ -117,6 +117,14 @@ def resolve_model_dir(path: str | os.PathLike) -> Path:
     raise UserError(f"{p} is not a model directory (no config.json/manifest.json, no best/ or final/ inside)")
 
 
+def set_threads(n: int) -> None:
+    """Threads of paddle's CPU kernels (its OpenMP and MKL pools).
+
+    paddle 3.x has no `paddle.set_num_threads`; an earlier `hasattr` guard made `train.threads` a silent no-op.
+    """
+    paddle.base.core.set_num_threads(int(n))
+
+
 def _dist_setup() -> tuple[int, int]:
     world = int(os.environ.get("PADDLE_TRAINERS_NUM", "1"))
     if world > 1:
@@ -150,7 +158,7 @@ def run_pretraining(cfg: PretrainConfig, resume: bool = False, progress: bool = 
 
     tc = cfg.train
     if tc.threads:
-        paddle.set_num_threads(tc.threads) if hasattr(paddle, "set_num_threads") else None
+        set_threads(tc.threads)
     rank, world = _dist_setup()
     out = Path(cfg.output_dir)
     if rank == 0:

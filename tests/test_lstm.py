@@ -210,3 +210,19 @@ def test_packed_path_can_be_switched_off(monkeypatch):
     with paddle.no_grad():
         np.testing.assert_allclose(layer(x).numpy(), layer.step_reference(x).numpy(), atol=1e-5)
     monkeypatch.setattr(lc, "_lib", None)  # the next user probes again
+
+
+def test_train_threads_setting_reaches_mkl():
+    """`train.threads` must change the threads paddle's MKL uses (it was silently ignored once)."""
+    import elmo_paddle.lstm_cpu as lc
+    from elmo_paddle.trainer_lm import set_threads
+
+    if not lc.packed_gemm_available():
+        pytest.skip("no bundled MKL to ask")
+    before = lc._mkl().MKL_Get_Max_Threads()
+    try:
+        for n in (2, 1):
+            set_threads(n)
+            assert lc._mkl().MKL_Get_Max_Threads() == n
+    finally:
+        set_threads(before)
