@@ -63,7 +63,7 @@ def plan(cfg: PipelineConfig) -> list[Step]:
     data = ["--data-dir", cfg.data_dir] if cfg.data_dir else []
     elmo_dir = Path(cfg.elmo.output_dir)
     pre = [py, "-m", "elmo_paddle.pretrain", "--config", cfg.elmo.config, "--output-dir", str(elmo_dir), *data,
-           "--no-progress", *map(str, cfg.elmo.overrides)]
+           "--no-progress", f"runs_dir={Path(cfg.runs_dir) / 'elmo'}", *map(str, cfg.elmo.overrides)]
     if (elmo_dir / "checkpoints").is_dir() and not (elmo_dir / "final" / "manifest.json").is_file():
         pre.insert(3, "--resume")
     steps = [Step("pretrain ELMo", pre, elmo_dir / "final" / "manifest.json", cfg.elmo.est_minutes)]

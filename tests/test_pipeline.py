@@ -26,6 +26,7 @@ def test_pipeline_tiny_end_to_end_and_idempotent(tmp_path):
     for task in ("lac", "bidaf"):
         for variant in ("baseline", "elmo"):
             assert (runs / task / f"{variant}-f0.01-s1" / "metrics.json").is_file(), (task, variant)
+    assert any((runs / "elmo").rglob("vdlrecords*"))  # the pretraining curves land beside the tasks' runs
     table = (runs / "comparison.md").read_text()
     assert "| lac | 0.01 | f1 |" in table and "| bidaf | 0.01 | F1 |" in table
     for png in ("lac_dev_curves.png", "lac_learning_curve.png", "bidaf_dev_curves.png", "bidaf_learning_curve.png"):
