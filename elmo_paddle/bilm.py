@@ -170,19 +170,24 @@ class BiLM(nn.Layer):
             layers.append(paddle.concat([y[0], reverse_padded(y[1], lengths)], axis=-1))
         return layers
 
-    def packed_layers(self, ids: np.ndarray, lengths: np.ndarray, chars: np.ndarray | None = None) -> np.ndarray | None:
+    @property
+    def inference_packed(self) -> bool:
+        """True when every LSTM layer holds a packed inference snapshot (`freeze_inference_weights`, CPU + MKL)."""
+        return all(getattr(layer, "_packed", None) for layer in self.lstm.layers)
+
+    def packed_layers(self, ids: paddle.Tensor, lengths: paddle.Tensor,
+                      chars: paddle.Tensor | None = None) -> np.ndarray | None:
         """`forward` as one numpy array `[B, 1 + num_layers, T, 2 * proj_dim]`, or None where it can't run.
 
-        Runs when every LSTM layer has a packed inference snapshot (`freeze_inference_weights`, CPU + MKL) and
-        no gradient is wanted: the token layer is a paddle op, everything after it numpy (`lstm_cpu.bilm_layers`).
+        Runs when `inference_packed` and no gradient is wanted: the token layer is a paddle op, everything
+        after it numpy (`lstm_cpu.bilm_layers`).
         """
-        packed = [getattr(layer, "_packed", None) for layer in self.lstm.layers]
-        if paddle.is_grad_enabled() or not all(packed):
+        if paddle.is_grad_enabled() or not self.inference_packed:
             return None
         from .lstm_cpu import bilm_layers
 
-        tok = self.token_layer(paddle.to_tensor(ids), None if chars is None else paddle.to_tensor(chars))
-        return bilm_layers(tok.numpy(), lengths, packed, self.cfg.residual)
+        packed = [layer._packed for layer in self.lstm.layers]
+        return bilm_layers(self.token_layer(ids, chars).numpy(), lengths.numpy(), packed, self.cfg.residual)
 
     def lm_loss(self, batch: dict[str, paddle.Tensor], sampled: bool = True) -> dict[str, paddle.Tensor]:
         """Summed NLL and prediction counts of both directions for a batch of inputs and targets."""

@@ -218,45 +218,36 @@ class Elmo(nn.Layer):
             want = "[batch, time, max_chars_per_token] character ids" if self.uses_chars else "[batch, time] ids"
             raise UserError(f"this model takes {want} (see batch_to_ids), got shape {list(shape)}")
 
-    def _packed_layers(self, ids: np.ndarray) -> np.ndarray | None:
-        """`_layers` through the biLM's all-numpy inference path (`BiLM.packed_layers`), or None where it can't run."""
-        B, T = ids.shape[:2]
+    def _wrap(self, ids: paddle.Tensor) -> tuple[paddle.Tensor, paddle.Tensor | None, paddle.Tensor]:
+        """`<S> tokens </S>` for the biLM: (token ids, character ids or None, lengths)."""
         if self.uses_chars:
             C = self._bilm.cfg.max_chars_per_token
-            chars, lengths = wrap_chars_with_boundaries(paddle.to_tensor(ids), self.vocab.char_ids(BOS, C),
-                                                        self.vocab.char_ids(EOS, C))
-            chars, lengths = chars.numpy(), lengths.numpy()
-            wrapped = (chars[:, :, 0] != 0).astype("int64")
-        else:
-            chars = None
-            n = (ids != 0).sum(-1)
-            wrapped = np.zeros((B, T + 2), dtype="int64")
-            wrapped[:, 0] = Vocab.bos_id
-            wrapped[:, 1:T + 1] = ids
-            wrapped[np.arange(B), n + 1] = Vocab.eos_id
-            lengths = n + 2
+            chars, lengths = wrap_chars_with_boundaries(ids, self.vocab.char_ids(BOS, C), self.vocab.char_ids(EOS, C))
+            return (chars[:, :, 0] != 0).astype("int64"), chars, lengths  # token ids: only where tokens are
+        wrapped, lengths = wrap_with_boundaries(ids)
+        return wrapped, None, lengths
+
+    def _packed_layers(self, ids: paddle.Tensor) -> np.ndarray | None:
+        """`_layers` through the biLM's all-numpy inference path (`BiLM.packed_layers`), or None where it can't run."""
+        if paddle.is_grad_enabled() or not self._bilm.inference_packed:
+            return None  # (checked before wrapping: the fallback would wrap the ids again)
+        wrapped, chars, lengths = self._wrap(ids)
         full = self._bilm.packed_layers(wrapped, lengths, chars)
         if full is None:
             return None
-        mask = (ids[:, :, 0] if self.uses_chars else ids) != 0
-        return full[:, :, 1:T + 1] * mask[:, None, :, None]
+        T = ids.shape[1]
+        return full[:, :, 1:T + 1] * self.token_mask(ids).numpy()[:, None, :, None]
 
     def _layers(self, ids: paddle.Tensor) -> paddle.Tensor:
         if not isinstance(ids, paddle.Tensor):
             ids = paddle.to_tensor(np.asarray(ids, dtype="int64"))
         self._check_ids_shape(ids.shape)
         if not paddle.is_grad_enabled():
-            out = self._packed_layers(ids.numpy())
+            out = self._packed_layers(ids)
             if out is not None:
                 return paddle.to_tensor(out)
         T = ids.shape[1]
-        if self.uses_chars:
-            C = self._bilm.cfg.max_chars_per_token
-            chars, lengths = wrap_chars_with_boundaries(ids, self.vocab.char_ids(BOS, C), self.vocab.char_ids(EOS, C))
-            wrapped = (chars[:, :, 0] != 0).astype("int64")  # token ids are not used, only where tokens are
-        else:
-            chars = None
-            wrapped, lengths = wrap_with_boundaries(ids)
+        wrapped, chars, lengths = self._wrap(ids)
         if self.requires_grad_top_layers and paddle.is_grad_enabled():
             with paddle.no_grad():
                 layers = self._bilm(wrapped, chars, lengths=lengths)
@@ -313,12 +304,12 @@ class Elmo(nn.Layer):
         The embedder's entry point: on a CPU build with MKL and a fully frozen biLM it never builds a paddle
         tensor after the token layer.
         """
-        ids = np.asarray(ids, dtype="int64")
-        self._check_ids_shape(ids.shape)
+        self._check_ids_shape(np.shape(ids))
+        ids = paddle.to_tensor(np.asarray(ids, dtype="int64"))
         with paddle.no_grad():
             out = self._packed_layers(ids)
             if out is None:
-                out = self._layers(paddle.to_tensor(ids)).numpy()
+                out = self._layers(ids).numpy()
         return out
 
     # ---------------------------------------------------------------- the mixes

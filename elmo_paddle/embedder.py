@@ -44,14 +44,13 @@ class ElmoEmbedder:
 
     def __init__(self, model_dir: str | os.PathLike, max_length: int = DEFAULT_MAX_LENGTH,
                  threads: int | None = None, token_cache: str | os.PathLike | None = None, verify: bool = True):
-        import paddle
-
         from .elmo import Elmo
+        from .trainer_lm import set_threads
 
         if max_length < 1:
             raise UserError(f"max_length must be >= 1, got {max_length}")
         if threads:
-            paddle.base.core.set_num_threads(int(threads))
+            set_threads(threads)
         self.elmo = Elmo(model_dir, dropout=0.0, verify=verify)
         self.elmo.eval()
         self.max_length = max_length

@@ -227,12 +227,8 @@ def run_pretraining(cfg: PretrainConfig, resume: bool = False, progress: bool = 
         # the saved schedule length stands unless this command changes it: train.max_steps=N, or a
         # train.epochs other than the saved run's (so a finished run can be extended with --resume train.epochs=N)
         saved_epochs = (ckpt.read_json(last, "config.json").get("pretrain", {}).get("train", {}).get("epochs"))
-        if tc.max_steps is not None:
-            total = tc.max_steps
-        elif saved_epochs is not None and tc.epochs != saved_epochs:
-            total = max(1, int(math.ceil(tc.epochs * per_epoch)))
-        else:
-            total = st["total_steps"]
+        if tc.max_steps is None and (saved_epochs is None or tc.epochs == saved_epochs):
+            total = st["total_steps"]  # else `total` is this command's, computed above
         data_states = st["data_states"]
         if len(data_states) == world:
             batcher.load_state(data_states[rank])

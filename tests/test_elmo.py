@@ -85,7 +85,7 @@ def _paddle_path(elmo, ids):
     try:
         for layer in layers:
             layer.freeze_inference_weights(False)
-        assert elmo._packed_layers(ids.numpy()) is None
+        assert elmo._packed_layers(ids) is None
         return elmo.encode(ids).numpy()
     finally:
         for layer in layers:
