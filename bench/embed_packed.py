@@ -39,9 +39,9 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory(prefix="bench_packed_") as wd:
         emb = ElmoEmbedder(bench_embed.build_ours(a, Path(wd)), threads=args.threads)
     sents = bench_embed.sentences(a)
-    layers = emb.elmo.bilm.lstm.layers
-    variants = {"packed": lambda: [layer.freeze_inference_weights(True) for layer in layers],
-                "paddle-loop": lambda: [layer.freeze_inference_weights(False) for layer in layers]}
+    bilm = emb.elmo.bilm
+    variants = {"packed": lambda: bilm.freeze_for_inference(True),
+                "paddle-loop": lambda: bilm.freeze_for_inference(False)}
     times: dict[str, list[float]] = {k: [] for k in variants}
     outs = {}
     for r in range(args.repeats + 1):

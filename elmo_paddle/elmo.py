@@ -46,6 +46,14 @@ from .trainer_lm import load_bilm, resolve_model_dir
 from .vocab import BOS, EOS, Vocab
 
 
+def _weights_sha256(model_dir) -> str | None:
+    """The weights' checksum from the manifest (identifies the biLM in task runs and caches), or None."""
+    try:
+        return ckpt.read_json(model_dir, ckpt.MANIFEST)["files"]["weights.safetensors"]["sha256"]
+    except (UserError, KeyError, TypeError):
+        return None
+
+
 def sentences_to_token_lists(sentences: Sequence[str] | Sequence[Sequence[str]], unit: str) -> list[list[str]]:
     """Strings are tokenised with the model's unit; token lists are width-normalised and checked.
 
@@ -110,21 +118,56 @@ def wrap_with_boundaries(ids: paddle.Tensor) -> tuple[paddle.Tensor, paddle.Tens
     return wrapped, lengths + 2
 
 
-class Elmo(nn.Layer):
-    """ELMo layer over a frozen pretrained biLM.
+def strip_boundaries(layers, mask):
+    """Layers of `<S> tokens </S>`, `[B, L, T + 2, D]` -> the tokens' `[B, L, T, D]`, padding zeroed.
 
-    Args:
-        model_dir: a model directory (or a pretraining output dir: its best/, else final/).
-        num_output_representations: number of separate scalar mixes (outputs).
-        dropout: dropout on each mixed output (active in `train()` mode only).
-        gamma_init: initial gamma of every mix.
-        layer_norm: normalise each biLM layer (per sentence, masked) before mixing.
-        l2_coef: `l2_penalty()` = l2_coef * sum over mixes of ||w||^2 (bilm-tf convention; see scalar_mix).
-        requires_grad_top_layers: unfreeze this many of the top LSTM layers (0 = fully frozen biLM).  The
-            unfrozen layers become sublayers of Elmo (in `parameters()` and `state_dict()`); their dropout
-            stays off.  With k > 0 `encode()` outputs change as training goes on: don't cache them.
-        top_layer_only: every mix returns gamma * (top LSTM layer) instead of a weighted sum.
-        verify: check the model files against their manifest checksums when loading.
+    `mask [B, T]` marks real tokens.  numpy arrays and paddle tensors alike, and without reading T, so the
+    eager path, the numpy inference path and the exported graph (dynamic T under `to_static`) share it.
+    """
+    return layers[:, :, 1:-1] * mask.astype(layers.dtype)[:, None, :, None]
+
+
+class Elmo(nn.Layer):
+    """ELMo representations from a frozen pretrained biLM and trainable scalar mixes.
+
+    Parameters
+    ----------
+    model_dir : str or os.PathLike
+        A biLM model directory, or a pretraining output directory (then its ``best/``, else ``final/``).
+    num_output_representations : int, default 1
+        How many separately mixed representations `forward` returns (e.g. 2: one at the input and one at
+        the output of a task RNN, as in the ELMo paper's SQuAD model).
+    dropout : float, default 0.5
+        Dropout on each mixed representation; active in ``train()`` mode only.
+    gamma_init : float, default 1.0
+        Initial value of each mix's scale ``gamma``.
+    layer_norm : bool, default False
+        Normalise each biLM layer (per sentence, over its real tokens) before mixing.
+    l2_coef : float, default 0.0
+        ``l2_penalty()`` is ``l2_coef * sum ||w||^2`` over the mixes' layer weights (bilm-tf's convention).
+    requires_grad_top_layers : int, default 0
+        Unfreeze this many of the top LSTM layers (0: a fully frozen biLM).  Their weights become parameters
+        of this layer and train with the task; `forward` then runs the biLM with autograd (the same
+        LSTMP code as pretraining), so its outputs change as training goes on: do not cache them.
+    top_layer_only : bool, default False
+        Every mix returns ``gamma * (top LSTM layer)`` instead of a weighted sum of all layers.
+    verify : bool, default True
+        Check the model files against their manifest's sha256 checksums before loading.
+
+    Attributes
+    ----------
+    num_layers : int
+        Layers the biLM offers, ``1 + bilm.num_layers`` (token layer, then each LSTM layer).
+    output_dim : int
+        Width of every layer and every representation, ``2 * proj_dim`` (forward and backward states).
+    vocab, unit
+        The biLM's vocabulary and its token unit (``"char"`` or ``"word"``), for `batch_to_ids`.
+
+    Which path runs is decided once, here: a fully frozen biLM on a CPU build with MKL is snapshotted for the
+    packed numpy path (`BiLM.freeze_for_inference`), and `forward` calls `encode` (no gradient); with
+    ``requires_grad_top_layers > 0`` `forward` runs the biLM with autograd.  The biLM is not a sublayer:
+    ``parameters()`` and ``state_dict()`` hold only the mixes (and the unfrozen layers), so task
+    checkpoints stay small and the biLM is reloaded from ``model_dir``.
     """
 
     def __init__(self, model_dir: str | os.PathLike, num_output_representations: int = 1, dropout: float = 0.5,
@@ -137,22 +180,16 @@ class Elmo(nn.Layer):
             raise UserError(f"dropout must be in [0, 1), got {dropout}")
         self.model_dir = resolve_model_dir(model_dir)
         bilm, vocab, conf = load_bilm(self.model_dir, verify=verify)
-        try:
-            manifest = ckpt.read_json(self.model_dir, ckpt.MANIFEST)
-            self.weights_sha256 = manifest["files"]["weights.safetensors"]["sha256"]
-        except (UserError, KeyError, TypeError):
-            self.weights_sha256 = None
+        self.weights_sha256 = _weights_sha256(self.model_dir)
         cfg = bilm.cfg
-        self.uses_chars = cfg.token_encoder == "char_cnn"
         if not 0 <= requires_grad_top_layers <= cfg.num_layers:
             raise UserError(f"requires_grad_top_layers must be in 0..{cfg.num_layers}, got {requires_grad_top_layers}")
         for p in bilm.parameters():
             p.stop_gradient = True
         bilm.eval()
-        self.__dict__["_bilm"] = bilm  # deliberately not a sublayer: see the module docstring
-        self.vocab = vocab
-        self.unit = vocab.unit
-        self.config = conf
+        self.__dict__["_bilm"] = bilm  # deliberately not a sublayer: see the class docstring
+        self.vocab, self.unit, self.config = vocab, vocab.unit, conf
+        self.uses_chars = cfg.token_encoder == "char_cnn"
         self.num_layers = cfg.num_layers + 1
         self.output_dim = 2 * cfg.proj_dim
         self.requires_grad_top_layers = requires_grad_top_layers
@@ -163,15 +200,11 @@ class Elmo(nn.Layer):
         self.dropout = nn.Dropout(dropout)
         if requires_grad_top_layers:
             tuned = list(bilm.lstm.layers)[-requires_grad_top_layers:]
-            for layer in tuned:
-                for p in layer.parameters():
-                    p.stop_gradient = False
+            for p in (p for layer in tuned for p in layer.parameters()):
+                p.stop_gradient = False
             self.tuned_lstm_layers = nn.LayerList(tuned)
-            if len(self.vocab) > 7:
-                self._check_tuned_path()
-        for layer in list(bilm.lstm.layers)[:cfg.num_layers - requires_grad_top_layers]:
-            if hasattr(layer, "freeze_inference_weights"):  # frozen for good: inference may pack the weights
-                layer.freeze_inference_weights()
+        else:  # frozen for good: inference may run a packed snapshot of the weights
+            bilm.freeze_for_inference()
 
     @property
     def bilm(self) -> BiLM:
@@ -190,18 +223,25 @@ class Elmo(nn.Layer):
 
     # ---------------------------------------------------------------- inputs
     def batch_to_ids(self, sentences: Sequence[str] | Sequence[Sequence[str]]) -> paddle.Tensor:
-        """Sentences -> int64 Tensor `[B, T]` of token ids (0 = padding, T = max(1, longest)).
+        """Sentences -> the biLM's input ids.
 
-        For a biLM with a char-CNN token layer: `[B, T, max_chars_per_token]` character ids instead, so a
-        word outside the vocab still gets a vector from its spelling (all-0 rows are padding).
-        A sentence is a list of tokens (for a char-unit model: single characters) or a raw string, which is
-        tokenised with the model's unit.  Tokens are width-normalised; unknown ones become `<UNK>`.
+        Parameters
+        ----------
+        sentences : list of str or list of list of str
+            Raw strings (tokenised with the model's unit) or token lists (for a char-unit model: single
+            characters).  Tokens are width-normalised; unknown ones become ``<UNK>``.
+
+        Returns
+        -------
+        paddle.Tensor
+            int64 ``[B, T]`` token ids, 0 = padding, ``T = max(1, longest)``; for a biLM with a char-CNN token
+            layer ``[B, T, max_chars_per_token]`` character ids instead (all-0 rows are padding), so a word
+            outside the vocab still gets a vector from its spelling.
         """
         if len(sentences) == 0:
             raise UserError("no sentences given (empty list)")
         return paddle.to_tensor(self.inputs_array(sentences_to_token_lists(sentences, self.unit)))
 
-    # ---------------------------------------------------------------- the biLM
     def inputs_array(self, token_lists: Sequence[Sequence[str]]) -> np.ndarray:
         """What `batch_to_ids` returns, as numpy, for already tokenised sentences."""
         if self.uses_chars:
@@ -213,11 +253,14 @@ class Elmo(nn.Layer):
         """`[B, T]` bool: True at real tokens of `batch_to_ids` output (token ids or character ids)."""
         return ids[:, :, 0] != 0 if ids.ndim == 3 else ids != 0
 
-    def _check_ids_shape(self, shape: Sequence[int]) -> None:
+    def _as_ids(self, ids) -> paddle.Tensor:
+        shape = list(np.shape(ids))
         if len(shape) != (3 if self.uses_chars else 2):
             want = "[batch, time, max_chars_per_token] character ids" if self.uses_chars else "[batch, time] ids"
-            raise UserError(f"this model takes {want} (see batch_to_ids), got shape {list(shape)}")
+            raise UserError(f"this model takes {want} (see batch_to_ids), got shape {shape}")
+        return ids if isinstance(ids, paddle.Tensor) else paddle.to_tensor(np.asarray(ids, dtype="int64"))
 
+    # ---------------------------------------------------------------- the biLM
     def _wrap(self, ids: paddle.Tensor) -> tuple[paddle.Tensor, paddle.Tensor | None, paddle.Tensor]:
         """`<S> tokens </S>` for the biLM: (token ids, character ids or None, lengths)."""
         if self.uses_chars:
@@ -227,96 +270,65 @@ class Elmo(nn.Layer):
         wrapped, lengths = wrap_with_boundaries(ids)
         return wrapped, None, lengths
 
-    def _packed_layers(self, ids: paddle.Tensor) -> np.ndarray | None:
-        """`_layers` through the biLM's all-numpy inference path (`BiLM.packed_layers`), or None where it can't run."""
-        if paddle.is_grad_enabled() or not self._bilm.inference_packed:
-            return None  # (checked before wrapping: the fallback would wrap the ids again)
-        wrapped, chars, lengths = self._wrap(ids)
-        full = self._bilm.packed_layers(wrapped, lengths, chars)
-        if full is None:
-            return None
-        T = ids.shape[1]
-        return full[:, :, 1:T + 1] * self.token_mask(ids).numpy()[:, None, :, None]
-
     def _layers(self, ids: paddle.Tensor) -> paddle.Tensor:
-        if not isinstance(ids, paddle.Tensor):
-            ids = paddle.to_tensor(np.asarray(ids, dtype="int64"))
-        self._check_ids_shape(ids.shape)
-        if not paddle.is_grad_enabled():
-            out = self._packed_layers(ids)
-            if out is not None:
-                return paddle.to_tensor(out)
-        T = ids.shape[1]
+        """The biLM's layers through paddle ops (with autograd where layers are unfrozen): `[B, L, T, D]`."""
         wrapped, chars, lengths = self._wrap(ids)
-        if self.requires_grad_top_layers and paddle.is_grad_enabled():
-            with paddle.no_grad():
-                layers = self._bilm(wrapped, chars, lengths=lengths)
-            layers = self._recompute_top_layers(layers, lengths)
-        else:
-            layers = self._bilm(wrapped, chars, lengths=lengths)
-        stacked = paddle.stack([h[:, 1:T + 1] for h in layers], axis=1)  # [B, L, T, D]
-        mask = self.token_mask(ids).astype(stacked.dtype).reshape([ids.shape[0], 1, T, 1])
-        return stacked * mask
+        layers = paddle.stack(self._bilm(wrapped, chars, lengths=lengths), axis=1)
+        return strip_boundaries(layers, self.token_mask(ids))
 
-    def _recompute_top_layers(self, layers: list, lengths: paddle.Tensor) -> list:
-        """Recompute the unfrozen top LSTM layers with plain autograd ops (export.lstmp_layer_forward).
-
-        Not the biLM's own layer forward: lstm.py's hand-written-backward PyLayer cannot take an input that
-        needs no gradient (the frozen layer below), so the tuned layers run the same cell written with
-        ordinary ops.  `__init__` checks both paths agree.
-        """
-        from .export import lstmp_layer_forward
-        from .lstm import reverse_padded
-
-        cfg = self._bilm.cfg
-        P, first = cfg.proj_dim, cfg.num_layers - self.requires_grad_top_layers
-        layers = list(layers)
-        prev = layers[first]  # aligned output of the layer below ([tok; tok] for the token layer)
-        x = paddle.stack([prev[..., :P], reverse_padded(prev[..., P:], lengths)], axis=0)
-        for j in range(first, cfg.num_layers):
-            y = lstmp_layer_forward(self._bilm.lstm.layers[j], x)
-            if cfg.residual and j > 0:
-                y = y + x
-            layers[j + 1] = paddle.concat([y[0], reverse_padded(y[1], lengths)], axis=-1)
-            x = y
-        return layers
-
-    def _check_tuned_path(self) -> None:
-        with paddle.no_grad():
-            wrapped, lengths = wrap_with_boundaries(paddle.to_tensor([[4, 5, 6, 7], [5, 6, 0, 0]], dtype="int64"))
-            ref = self._bilm(wrapped, lengths=lengths)
-            got = self._recompute_top_layers(ref, lengths)
-            err = max(float(paddle.abs(a - b).max()) for a, b in zip(ref, got))
-        if not err < 1e-4:
-            raise RuntimeError(f"requires_grad_top_layers: the re-implemented LSTMP cell differs from lstm.py "
-                               f"by {err:.3g}; elmo_paddle/export.py must follow lstm.py's cell")
-
-    def encode(self, ids: paddle.Tensor) -> paddle.Tensor:
-        """Frozen biLM activations `[B, num_layers, T, output_dim]` (no gradient; padding is zero)."""
-        with paddle.no_grad():
-            out = self._layers(ids)
-        out.stop_gradient = True
-        return out
-
-    def encode_array(self, ids: np.ndarray) -> np.ndarray:
+    def encode_array(self, ids) -> np.ndarray:
         """`encode` for numpy ids (`inputs_array`), as a numpy array `[B, num_layers, T, output_dim]`.
 
         The embedder's entry point: on a CPU build with MKL and a fully frozen biLM it never builds a paddle
-        tensor after the token layer.
+        tensor after the token layer (`BiLM.packed_layers`).
         """
-        self._check_ids_shape(np.shape(ids))
-        ids = paddle.to_tensor(np.asarray(ids, dtype="int64"))
+        ids = self._as_ids(ids)
         with paddle.no_grad():
-            out = self._packed_layers(ids)
-            if out is None:
-                out = self._layers(ids).numpy()
+            if not self._bilm.inference_packed:
+                return self._layers(ids).numpy()
+            wrapped, chars, lengths = self._wrap(ids)
+            return strip_boundaries(self._bilm.packed_layers(wrapped, lengths, chars), self.token_mask(ids).numpy())
+
+    def encode(self, ids: paddle.Tensor) -> paddle.Tensor:
+        """Frozen biLM activations, no gradient.
+
+        Parameters
+        ----------
+        ids : paddle.Tensor
+            `batch_to_ids` output, ``[B, T]`` (or ``[B, T, C]`` character ids).
+
+        Returns
+        -------
+        paddle.Tensor
+            float32 ``[B, num_layers, T, output_dim]``: the token layer (duplicated to ``[x; x]``) and each
+            LSTM layer (forward and backward states concatenated, both aligned to token t); padding is 0.
+            A sentence gets the same vectors alone or in any batch (up to float rounding).
+        """
+        ids = self._as_ids(ids)
+        if self._bilm.inference_packed:
+            out = paddle.to_tensor(self.encode_array(ids))
+        else:
+            with paddle.no_grad():
+                out = self._layers(ids)
+        out.stop_gradient = True
         return out
 
     # ---------------------------------------------------------------- the mixes
     def mix_layers(self, layers: paddle.Tensor, mask: paddle.Tensor) -> dict:
-        """The output dict of `forward` from (possibly cached) `encode` output and the `[B, T]` token mask.
+        """The output of `forward` from (possibly cached) `encode` output.
 
-        If `layers` has more time steps than `mask` it is cut, if fewer it is zero-padded.
+        Parameters
+        ----------
+        layers : paddle.Tensor or numpy.ndarray
+            ``[B, num_layers, T', output_dim]`` biLM layers (`encode`, or a cache of it).  If T' > T the extra
+            steps are cut, if T' < T they are zero-padded.
+        mask : paddle.Tensor
+            ``[B, T]`` bool (or 0/1): the real tokens.
+
+        Returns
+        -------
+        dict
+            As `forward`: ``'elmo_representations'`` (list of ``[B, T, output_dim]``) and ``'mask'`` (bool ``[B, T]``).
         """
         if not isinstance(layers, paddle.Tensor):
             layers = paddle.to_tensor(np.asarray(layers, dtype="float32"))
@@ -334,14 +346,26 @@ class Elmo(nn.Layer):
         return {"elmo_representations": reps, "mask": mask}
 
     def forward(self, ids: paddle.Tensor) -> dict:
-        """`{'elmo_representations': [Tensor [B, T, output_dim]] * n, 'mask': bool Tensor [B, T]}`."""
-        if not isinstance(ids, paddle.Tensor):
-            ids = paddle.to_tensor(np.asarray(ids, dtype="int64"))
+        """Mixed ELMo representations.
+
+        Parameters
+        ----------
+        ids : paddle.Tensor
+            `batch_to_ids` output: int64 ``[B, T]`` token ids (or ``[B, T, C]`` character ids), 0 = padding.
+
+        Returns
+        -------
+        dict
+            ``'elmo_representations'``: a list of `num_output_representations` float32 tensors
+            ``[B, T, output_dim]`` (dropout applied in train mode; padding is 0);
+            ``'mask'``: bool ``[B, T]``, True at real tokens.
+        """
+        ids = self._as_ids(ids)
         layers = self._layers(ids) if self.requires_grad_top_layers else self.encode(ids)
         return self.mix_layers(layers, self.token_mask(ids))
 
     def l2_penalty(self) -> paddle.Tensor:
-        """Sum of the mixes' penalties, l2_coef * ||w||^2 each: add it to the task loss."""
+        """Sum of the mixes' penalties, ``l2_coef * ||w||^2`` each (a 0-d tensor): add it to the task loss."""
         total = self.scalar_mixes[0].l2_penalty()
         for mix in list(self.scalar_mixes)[1:]:
             total = total + mix.l2_penalty()

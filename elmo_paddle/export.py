@@ -8,12 +8,11 @@ loads the result with `paddle.inference` and checks it reproduces the eager `Elm
 sentences.  Batch size and length are dynamic (`InputSpec([None, None])`).  The exported function is
 exactly `Elmo.encode`: it wraps each row as `<S> ids </S>`, strips the boundaries and zeroes padding.
 
-Why a separate forward path.  `lstm.py` unrolls the recurrence with a Python `for t in range(T)` over
-`x.shape`, which `to_static` traces with the symbolic (-1) length: the saved program is wrong for any T.
-Here the recurrence is an explicit `paddle.static.nn.while_loop` over a tensor-valued length (it runs as
-a plain loop in eager mode), with `paddle.shape` instead of Python ints, using the biLM's own weights; the
-LSTMP cell (gate order i, f, o, g; cell and projection clipping) must match `lstm.BiLstmpLayer` -- the
-parity check at export time guarantees it does.
+The exported graph is the biLM's own forward: under `to_static` each LSTMP layer runs its cell
+(`lstm.lstmp_step`) in a `paddle.static.nn.while_loop` over a tensor-valued length (a Python loop over
+`x.shape` would be traced with the symbolic length -1 and save a program wrong for any T), and
+`lstm.reverse_padded` reads shapes with `paddle.shape`.  The parity check at export time compares the
+result with the eager `Elmo.encode`.
 
 Run the exported model with oneDNN (MKL-DNN) off: with paddle 3.3.1 the oneDNN kernels raise `dnnl::error`
 inside the while loop.  `create_predictor()` below configures that; it also sets the CPU thread count.
@@ -34,89 +33,12 @@ PROGRAM = "model"  # OUT/model.json, OUT/model.pdiparams
 SAMPLE = ["中华人民共和国成立了", "我们", "", "今天天气很好，我们去北京天安门广场看升旗。"]
 
 
-def reverse_padded_symbolic(x, lengths):
-    """`lstm.reverse_padded` with symbolic shapes (works under `to_static` with a dynamic T)."""
-    import paddle
-
-    t = paddle.arange(paddle.shape(x)[1], dtype="int64").unsqueeze(0)
-    L = lengths.astype("int64").unsqueeze(1)
-    idx = paddle.where(t < L, L - 1 - t, t + L * 0)
-    return paddle.take_along_axis(x, paddle.expand_as(idx.unsqueeze(-1), x), axis=1)
-
-
-def lstmp_weights(layer):
-    """A `BiLstmpLayer`'s weights as (w_ih [2, D, 4H], w_hh [2, P, 4H], bias [2, 1, 4H], w_proj [2, H, P]).
-
-    lstm.py has stored them both "x @ W" (`[2, in, out]`) and feature-major (`[2, out, in]`); the layout is
-    read from the shapes.  Gate order i, f, o, g.  Differentiable (transposes of the parameters).
-    """
-    H, P = layer.hidden_dim, layer.proj_dim
-    w_ih, w_hh, bias, w_proj = layer.w_ih, layer.w_hh, layer.bias, layer.w_proj
-    feature_major = (w_hh.shape[1] == 4 * H) if P != 4 * H else (w_ih.shape[1] == 4 * H)
-    if feature_major:
-        w_ih, w_hh, w_proj = (w.transpose([0, 2, 1]) for w in (w_ih, w_hh, w_proj))
-    return w_ih, w_hh, bias.reshape([2, 1, 4 * H]), w_proj
-
-
-def lstmp_layer_forward(layer, x):
-    """One LSTMP layer, both directions, plain autograd ops: x `[2, B, T, D]` -> `[2, B, T, P]`.
-
-    Under `to_static` (export) the recurrence is a `paddle.static.nn.while_loop` over a tensor-valued T; in
-    eager mode the same cell is a plain Python loop (differentiable: `Elmo(requires_grad_top_layers=k)`).
-    """
-    import paddle
-    import paddle.nn.functional as F
-
-    H, P = layer.hidden_dim, layer.proj_dim
-    w_ih, w_hh, bias, w_proj = lstmp_weights(layer)
-    shp = paddle.shape(x)
-    xw = paddle.bmm(x.reshape([2, -1, x.shape[-1]]), w_ih) + bias
-    xw = xw.reshape([2, shp[1], shp[2], 4 * H]).transpose([2, 0, 1, 3])  # [T, 2, B, 4H]
-    h0 = paddle.zeros_like(xw[0, :, :, :P])
-    c0 = paddle.zeros_like(xw[0, :, :, :H])
-    outs0 = paddle.zeros_like(xw[:, :, :, :P])
-    T = shp[2]
-    cell_clip, proj_clip = layer.cell_clip, layer.proj_clip
-
-    def step(xw_t, h, c):
-        """One LSTMP step (gates i, f, o, g) with cell and projection clipping."""
-        gates = xw_t + paddle.bmm(h, w_hh)
-        i, f, o, g = paddle.split(gates, 4, axis=-1)
-        c = F.sigmoid(f) * c + F.sigmoid(i) * paddle.tanh(g)
-        if cell_clip:
-            c = paddle.clip(c, -cell_clip, cell_clip)
-        h = paddle.bmm(F.sigmoid(o) * paddle.tanh(c), w_proj)
-        if proj_clip:
-            h = paddle.clip(h, -proj_clip, proj_clip)
-        return h, c
-
-    def cond(t, h, c, outs):
-        return t < T
-
-    def body(t, h, c, outs):
-        h, c = step(paddle.gather(xw, t).squeeze(0), h, c)
-        return t + 1, h, c, paddle.scatter(outs, t, h.unsqueeze(0))
-
-    if paddle.in_dynamic_mode():  # eager: a plain loop (the eager while_loop updates its loop vars in place,
-        h, c, hs = h0, c0, []     # which breaks autograd)
-        for t in range(xw.shape[0]):
-            h, c = step(xw[t], h, c)
-            hs.append(h)
-        outs = paddle.stack(hs, axis=0) if hs else outs0
-    else:
-        t0 = paddle.zeros([1], dtype="int64")
-        outs = paddle.static.nn.while_loop(cond, body, [t0, h0, c0, outs0])[3]
-    return outs.transpose([1, 2, 0, 3])
-
-
 def _build_layer(bilm):
-    """An nn.Layer over `bilm`'s weights whose forward is export-friendly (see the module docstring)."""
+    """An nn.Layer whose forward is `Elmo.encode`'s paddle path over `bilm`'s own modules (see the module docstring)."""
     import paddle
     import paddle.nn as nn
 
-    from .elmo import wrap_with_boundaries
-
-    reverse, lstmp = reverse_padded_symbolic, lstmp_layer_forward
+    from .elmo import strip_boundaries, wrap_with_boundaries
 
     class ExportableBiLM(nn.Layer):
         """ids `[B, T]` int64 (0 = padding) -> frozen biLM layers `[B, num_layers + 1, T, 2P]`."""
@@ -127,19 +49,8 @@ def _build_layer(bilm):
 
         def forward(self, ids):
             wrapped, lengths = wrap_with_boundaries(ids)
-            tok = self.bilm.token_emb(wrapped)
-            x = paddle.stack([tok, reverse(tok, lengths)], axis=0)
-            layers = [paddle.concat([tok, tok], axis=-1)]
-            for k, layer in enumerate(self.bilm.lstm.layers):
-                y = lstmp(layer, x)
-                if self.bilm.cfg.residual and k > 0:
-                    y = y + x
-                layers.append(paddle.concat([y[0], reverse(y[1], lengths)], axis=-1))
-                x = y
-            T = paddle.shape(ids)[1]
-            out = paddle.stack(layers, axis=1)[:, :, 1:T + 1]
-            mask = (ids != 0).astype(out.dtype).unsqueeze(1).unsqueeze(-1)
-            return out * mask
+            layers = paddle.stack(self.bilm(wrapped, lengths=lengths), axis=1)
+            return strip_boundaries(layers, ids != 0)
 
     return ExportableBiLM()
 

@@ -10,7 +10,7 @@ directions run on two threads, single-threaded MKL each (a thin GEMM scales poor
 `bilm_layers` does the whole biLM after its token layer in numpy (no paddle op dispatch per reversal/concat).
 
 Only used where it can be: a CPU build of paddle that ships `libmklml_intel.so` with the packed API,
-float32 weights, and a layer whose weights are frozen (`BiLstmpLayer.freeze_inference_weights`).  Anything
+float32 weights, and a biLM whose weights are frozen (`BiLM.freeze_for_inference`).  Anything
 else, or `ELMO_PADDLE_PACKED_GEMM=0`, uses lstm.py's paddle loop; the results agree to float rounding.
 """
 from __future__ import annotations
@@ -115,7 +115,10 @@ def _tanh_(a: np.ndarray) -> None:
 
 
 class PackedLstmp:
-    """A frozen LSTMP layer (both directions), the cell of `lstm.py`, for inference: `[T, 2, D, B]` -> `[T, 2, P, B]`.
+    """A frozen LSTMP layer (both directions) for inference: `[T, 2, D, B]` -> `[T, 2, P, B]`.
+
+    The second kernel of `lstm.lstmp_step`'s cell (same gates, clips and layout), kept because it is 1.4-1.7x
+    faster; tests/test_lstm.py checks both against one float64 reference.
 
     Per direction and step: one packed GEMM `[W_ih | b | W_hh] @ [x_t; 1; h]` gives all gates (measured
     faster here than one big GEMM for the input part of all steps plus a per-step `W_hh @ h`); one MKL tanh
@@ -190,24 +193,17 @@ class PackedLstmp:
             out[t] = h
 
 
-def _reverse_index(lengths: np.ndarray, T: int) -> np.ndarray:
-    """`[B, T]` time index that reverses each row's first `lengths[b]` steps (numpy `lstm.reverse_padded`)."""
-    t = np.arange(T)[None, :]
-    n = lengths.astype(np.int64)[:, None]
-    return np.where(t < n, n - 1 - t, t)
-
-
-def bilm_layers(tok: np.ndarray, lengths: np.ndarray, layers: list[PackedLstmp], residual: bool) -> np.ndarray:
+def bilm_layers(tok: np.ndarray, rev: np.ndarray, layers: list[PackedLstmp], residual: bool) -> np.ndarray:
     """The biLM's ELMo layers from its token layer, all in numpy: `[B, T, P]` -> `[B, 1 + len(layers), T, 2P]`.
 
     What `BiLM.forward` computes when every LSTM layer is packed (inference): layer 0 is `[tok; tok]`, layer
     k the forward and the re-aligned backward outputs of LSTM k (residual from the second layer on).  Doing
     the reversals, layout changes and concatenations here instead of as paddle ops saves ~10% of an
     embedding call (measured: the ops are small and each paddle op costs more to dispatch than to run).
+    `rev [B, T]` is `lstm.reverse_index` of the rows' lengths (the one definition of the reversal).
     """
     B, T, P = tok.shape
     rows = np.arange(B)[:, None]
-    rev = _reverse_index(lengths, T)
     out = np.empty((B, 1 + len(layers), T, 2 * P), dtype=np.float32)
     out[:, 0, :, :P] = tok
     out[:, 0, :, P:] = tok

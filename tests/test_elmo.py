@@ -81,15 +81,12 @@ def test_same_vectors_regardless_of_batch_and_history(elmo):
 
 def _paddle_path(elmo, ids):
     """`encode` with the packed snapshots dropped: the paddle op-by-op loop, the reference for the numpy path."""
-    layers = list(elmo.bilm.lstm.layers)
     try:
-        for layer in layers:
-            layer.freeze_inference_weights(False)
-        assert elmo._packed_layers(ids) is None
+        elmo.bilm.freeze_for_inference(False)
+        assert not elmo.bilm.inference_packed
         return elmo.encode(ids).numpy()
     finally:
-        for layer in layers:
-            layer.freeze_inference_weights()
+        elmo.bilm.freeze_for_inference()
 
 
 def test_numpy_inference_path_matches_paddle_path(elmo):

@@ -39,6 +39,15 @@ def _numpy_lstmp(x, w_ih, w_hh, b, w_proj, cell_clip, proj_clip):
     return np.stack(outs)
 
 
+def _reference(layer, x):
+    """The float64 numpy reference for both directions of `layer` on x `[T, 2, D, B]` -> `[T, 2, P, B]`."""
+    w_ih, w_hh, b, w_proj = (p.numpy().astype("float64") for p in (layer.w_ih, layer.w_hh, layer.bias, layer.w_proj))
+    x = np.asarray(x, dtype="float64")
+    return np.stack([_numpy_lstmp(x[:, d].transpose(0, 2, 1), w_ih[d], w_hh[d], b[d, :, 0], w_proj[d],
+                                  layer.cell_clip or np.inf, layer.proj_clip or np.inf).transpose(0, 2, 1)
+                     for d in range(2)], axis=1)
+
+
 def _layer(cell_clip=0.4, proj_clip=0.3, D=5, H=6, P=4, seed=0):
     paddle.seed(seed)
     layer = BiLstmpLayer(D, H, P, cell_clip, proj_clip)
@@ -48,17 +57,19 @@ def _layer(cell_clip=0.4, proj_clip=0.3, D=5, H=6, P=4, seed=0):
 
 
 def test_lstmp_matches_numpy_reference_with_active_clipping():
+    """Every paddle driver of the one cell (no-grad loop, training PyLayer, autograd loop) == the float64 reference."""
     layer = _layer()
     x = np.random.default_rng(0).normal(size=(7, 2, 5, 3)).astype("float32")  # [T, 2, D, B]
-    y = layer(paddle.to_tensor(x)).numpy()  # [T, 2, P, B]
-    w_ih, w_hh, b, w_proj = (p.numpy().astype("float64") for p in (layer.w_ih, layer.w_hh, layer.bias, layer.w_proj))
-    for d in range(2):
-        ref = _numpy_lstmp(x[:, d].transpose(0, 2, 1).astype("float64"), w_ih[d], w_hh[d], b[d, :, 0],
-                           w_proj[d], 0.4, 0.3)
-        np.testing.assert_allclose(y[:, d].transpose(0, 2, 1), ref, atol=1e-5)
+    ref = _reference(layer, x)
+    with paddle.no_grad():
+        y = layer(paddle.to_tensor(x)).numpy()  # [T, 2, P, B]
+    xt = paddle.to_tensor(x, stop_gradient=False)
+    for got in (y, layer(xt).numpy(), layer.autograd_forward(xt).numpy()):
+        np.testing.assert_allclose(got, ref, atol=1e-5)
     assert (np.abs(y) >= 0.3 - 1e-6).mean() > 0.1, "projection clip should be active in this test"
     # and the cell clip: with it removed the outputs change
-    y_nocc = _layer(cell_clip=None)(paddle.to_tensor(x)).numpy()
+    with paddle.no_grad():
+        y_nocc = _layer(cell_clip=None)(paddle.to_tensor(x)).numpy()
     assert np.abs(y_nocc - y).max() > 1e-3
 
 
@@ -69,7 +80,7 @@ def test_lstmp_hand_written_backward_matches_autograd(clips):
     x.stop_gradient = False
     r = paddle.randn([7, 2, 4, 3])
     grads = []
-    for fn in (layer.forward, layer.step_reference):
+    for fn in (layer.forward, layer.autograd_forward):
         y = fn(x)
         (y * r).sum().backward()
         grads.append([y.numpy(), x.grad.numpy()] + [p.grad.numpy() for p in layer.parameters()])
@@ -88,7 +99,7 @@ def test_lstmp_frozen_input_or_frozen_weights():
     for p in layer.parameters():
         p.stop_gradient = True
     x.stop_gradient = False
-    y_ref = layer.step_reference(x)
+    y_ref = layer.autograd_forward(x)
     y_ref.sum().backward()
     g_ref = x.grad.numpy()
     x.clear_grad()
@@ -163,9 +174,9 @@ def test_unknown_impl_is_a_user_error():
 
 
 @pytest.mark.parametrize("clips,threads", [((0.4, 0.3), 1), ((None, None), 1), ((0.4, 0.3), 2)])
-def test_packed_inference_path_matches_reference(clips, threads, monkeypatch):
-    """The frozen-layer fast path (MKL packed GEMM, numpy element-wise; with 2 threads one direction per
-    thread) is the same cell, for any batch size; unfreezing goes back to the paddle loop and sees new weights."""
+def test_packed_kernel_matches_the_reference(clips, threads, monkeypatch):
+    """The second kernel of the cell (MKL packed GEMM, numpy element-wise; with 2 threads one direction per
+    thread) == the same float64 reference as the paddle path, for any batch width."""
     import elmo_paddle.lstm_cpu as lc
 
     if not lc.packed_gemm_available():
@@ -177,25 +188,35 @@ def test_packed_inference_path_matches_reference(clips, threads, monkeypatch):
     paddle.base.core.set_num_threads(threads)
     try:
         assert lc._mkl().MKL_Get_Max_Threads() == threads
-        _check_packed_layer(clips)
+        layer = _layer(*clips)
+        packed = lc.PackedLstmp(*(p.numpy() for p in (layer.w_ih, layer.w_hh, layer.bias, layer.w_proj)),
+                                layer.cell_clip, layer.proj_clip)
+        rng = np.random.default_rng(1)
+        for B in (3, 1, 5, 2, 4, 6, 3):  # more widths than packings kept
+            x = rng.normal(size=(7, 2, 5, B)).astype("float32")
+            np.testing.assert_allclose(packed(x), _reference(layer, x), atol=1e-5)
     finally:
         paddle.base.core.set_num_threads(before)
     assert bool(threaded) == (threads > 1)
 
 
-def _check_packed_layer(clips):
-    layer = _layer(*clips)
-    layer.freeze_inference_weights()
-    assert layer._packed is not None
-    for B in (3, 1, 5, 2, 4, 6, 3):  # more widths than packings kept
-        x = paddle.randn([7, 2, 5, B])
-        with paddle.no_grad():
-            got = layer(x).numpy()
-        np.testing.assert_allclose(got, layer.step_reference(x).numpy(), atol=1e-5)
-    layer.freeze_inference_weights(False)
-    layer.w_hh.set_value(layer.w_hh * 2)
+def test_bilm_packed_snapshot_follows_freeze_and_unfreeze():
+    """`BiLM.freeze_for_inference` snapshots the weights; unfreezing drops the snapshot (new weights are seen)."""
+    import elmo_paddle.lstm_cpu as lc
+
+    if not lc.packed_gemm_available():
+        pytest.skip("this paddle build has no bundled MKL packed GEMM")
+    m = _tiny_bilm("lstmp")
+    m.eval()
+    ids = paddle.to_tensor(np.array([[5, 6, 7, 8, 9], [10, 11, 12, 0, 0]]))
+    lengths = paddle.to_tensor([5, 3])
+    assert m.freeze_for_inference() and m.inference_packed
     with paddle.no_grad():
-        np.testing.assert_allclose(layer(x).numpy(), layer.step_reference(x).numpy(), atol=1e-5)
+        ref = np.stack([h.numpy() for h in m(ids)], axis=1)
+    np.testing.assert_allclose(m.packed_layers(ids, lengths), ref, atol=1e-5)
+    assert not m.freeze_for_inference(False) and not m.inference_packed
+    with pytest.raises(RuntimeError):
+        m.packed_layers(ids, lengths)
 
 
 def test_packed_path_can_be_switched_off(monkeypatch):
@@ -203,12 +224,8 @@ def test_packed_path_can_be_switched_off(monkeypatch):
 
     monkeypatch.setattr(lc, "_lib", None)
     monkeypatch.setenv("ELMO_PADDLE_PACKED_GEMM", "0")
-    layer = _layer()
-    layer.freeze_inference_weights()
-    assert layer._packed is None and not lc.packed_gemm_available()
-    x = paddle.randn([4, 2, 5, 2])
-    with paddle.no_grad():
-        np.testing.assert_allclose(layer(x).numpy(), layer.step_reference(x).numpy(), atol=1e-5)
+    m = _tiny_bilm("lstmp")
+    assert not m.freeze_for_inference() and not m.inference_packed and not lc.packed_gemm_available()
     monkeypatch.setattr(lc, "_lib", None)  # the next user probes again
 
 
