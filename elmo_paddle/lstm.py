@@ -34,6 +34,8 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 from paddle.autograd import PyLayer
 
+from .lstm_cpu import PackedLstmp, packed_gemm_available
+
 LSTM_IMPLS = ("lstmp", "fused")
 
 
@@ -151,20 +153,33 @@ class _LstmpRecurrence(PyLayer):
 
     @staticmethod
     def forward(ctx, x, w_ih, w_hh, bias, w_proj, cell_clip, proj_clip):
+        # PyLayer wants None, not a gradient, for inputs that do not require one (frozen x or weights)
+        ctx.needs = [not v.stop_gradient for v in (x, w_ih, w_hh, bias, w_proj)]
+        if _numpy_kernel_applies(x):
+            ctx.kernel = PackedLstmp(*(v.numpy() for v in (w_ih, w_hh, bias, w_proj)), cell_clip, proj_clip)
+            return paddle.to_tensor(ctx.kernel(x.numpy(), keep=True))
+        ctx.kernel = None
         w = LstmpWeights(paddle.concat([w_ih, w_hh], axis=2), bias, w_proj, cell_clip, proj_clip)
         out, ctx.saved = _lstmp_loop(x, w, keep=True)
         ctx.save_for_backward(w_ih, w_hh, w_proj)
         ctx.clips = (cell_clip, proj_clip)
-        # PyLayer wants None, not a gradient, for inputs that do not require one (frozen x or weights)
-        ctx.needs = [not v.stop_gradient for v in (x, w_ih, w_hh, bias, w_proj)]
         return out
 
     @staticmethod
     def backward(ctx, dout):
+        if ctx.kernel is not None:
+            grads = ctx.kernel.backward(dout.numpy())
+            ctx.kernel = None
+            return tuple(paddle.to_tensor(g) if need else None for g, need in zip(grads, ctx.needs))
         w_ih, w_hh, w_proj = ctx.saved_tensor()
         saved, ctx.saved = ctx.saved, None
         dgs, dps = _bptt(saved, dout, w_hh, w_proj, *ctx.clips)
         return _weight_and_input_grads(saved, dgs, dps, w_ih, w_proj, ctx.needs)
+
+
+def _numpy_kernel_applies(x: paddle.Tensor) -> bool:
+    """Train with `lstm_cpu.PackedLstmp` (numpy + MKL packed GEMM) where it runs: float32 on a CPU build with MKL."""
+    return x.dtype == paddle.float32 and x.place.is_cpu_place() and packed_gemm_available()
 
 
 def _bptt(saved: list, dout: paddle.Tensor, w_hh, w_proj, cell_clip, proj_clip) -> tuple[list, list]:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-_ROW_MAJOR, _NO_TRANS, _A_MATRIX, _PACKED = 101, 111, 161, 151
+_ROW_MAJOR, _NO_TRANS, _TRANS, _A_MATRIX, _PACKED = 101, 111, 112, 161, 151
 _VML_LA = 0x1  # VML's "low accuracy" mode: still within a few ulp of float32, faster than the default
 _lib = None  # loaded on first use; False when unavailable
 _clip = np.core.umath.clip  # the ufunc itself: np.clip's Python wrapper costs more than the work at these sizes
@@ -43,6 +43,7 @@ def _mkl():
                     lib.cblas_sgemm_pack_get_size.argtypes = [i, i, i, i]
                     lib.cblas_sgemm_pack.argtypes = [i, i, i, i, i, i, f, p, i, p]
                     lib.cblas_sgemm_compute.argtypes = [i, i, i, i, i, i, p, i, p, i, f, p, i]
+                    lib.cblas_sgemm.argtypes = [i, i, i, i, i, i, f, p, i, p, i, f, p, i]
                     lib.vmsTanh.argtypes = [i, p, p, ctypes.c_int64]  # MKL's vectorised tanh (numpy's float32 exp is scalar)
                     lib.MKL_Get_Max_Threads.restype = i
                     lib.MKL_Set_Num_Threads_Local.argtypes = [i]  # (the lower-case name takes a pointer)
@@ -114,16 +115,44 @@ def _tanh_(a: np.ndarray) -> None:
     _mkl().vmsTanh(a.size, a.ctypes.data, a.ctypes.data, _VML_LA)
 
 
-class PackedLstmp:
-    """A frozen LSTMP layer (both directions) for inference: `[T, 2, D, B]` -> `[T, 2, P, B]`.
+class _Cache:
+    """One direction's per-step values, `[T, ...]` when kept for the backward pass, else one reused step."""
 
-    The second kernel of `lstm.lstmp_step`'s cell (same gates, clips and layout), kept because it is 1.4-1.7x
-    faster; tests/test_lstm.py checks both against one float64 reference.
+    def __init__(self, T: int, D: int, H: int, P: int, B: int, keep: bool):
+        n = T if keep else 1
+        self.keep = keep
+        self.xh = np.zeros((n, D + 1 + P, B), dtype="float32")  # [x_t; 1; h_{t-1}]
+        self.xh[:, D] = 1.0
+        self.z = np.empty((n, 4 * H, B), dtype="float32")  # sigmoid(i, f, o), tanh(g)
+        self.c = np.zeros((n, H, B), dtype="float32")  # clipped cell
+        self.tc = np.empty((n, H, B), dtype="float32")  # tanh(c)
+        self.m = np.empty((n, H, B), dtype="float32")  # o * tanh(c)
+        self.zero_c = np.zeros((H, B), dtype="float32")
+
+    def at(self, t: int) -> int:
+        return t if self.keep else 0
+
+    def c_prev(self, t: int) -> np.ndarray:
+        if not self.keep:
+            return self.c[0]  # updated in place
+        return self.c[t - 1] if t > 0 else self.zero_c
+
+
+class PackedLstmp:
+    """An LSTMP layer (both directions) on CPU in numpy + MKL: `[T, 2, D, B]` -> `[T, 2, P, B]`, and its BPTT.
+
+    The second kernel of `lstm.lstmp_step`'s cell (same gates, clips and layout), kept because it is faster
+    than paddle's op-by-op loop: frozen inference 1.4-1.7x per layer, and the training step of
+    `lstm._LstmpRecurrence` (see `bench/bilm_train.py`); tests/test_lstm.py checks it against the same float64
+    reference and autograd gradients as the paddle path.  Built from one training step's weights, or once
+    for a frozen biLM (`BiLM.freeze_for_inference`).
 
     Per direction and step: one packed GEMM `[W_ih | b | W_hh] @ [x_t; 1; h]` gives all gates (measured
     faster here than one big GEMM for the input part of all steps plus a per-step `W_hh @ h`); one MKL tanh
     covers all four gates (the i, f, o rows are pre-halved: sigmoid(z) = (tanh(z / 2) + 1) / 2); the
-    projection's packed GEMM writes h straight into the next step's input buffer.
+    projection's packed GEMM writes h straight into the next step's input buffer.  The backward pass needs
+    `W_proj^T @ dp` and `W_hh^T @ dg` per step (packed the first time a backward runs) and three big GEMMs
+    over all steps for the weight and input gradients.
     """
 
     def __init__(self, w_ih: np.ndarray, w_hh: np.ndarray, bias: np.ndarray, w_proj: np.ndarray,
@@ -131,66 +160,159 @@ class PackedLstmp:
         H = w_ih.shape[1] // 4
         self.D, self.P, self.H = w_ih.shape[2], w_proj.shape[1], H
         self.cell_clip, self.proj_clip = cell_clip, proj_clip
+        self.w_ih, self.w_hh, self.w_proj = w_ih, w_hh, w_proj
         scale = np.concatenate([np.full(3 * H, 0.5), np.ones(H)]).astype("float32")[:, None]
         self.gates = [_PackedMatrix(np.concatenate([w_ih[d], bias[d].reshape(-1, 1), w_hh[d]], axis=1) * scale)
                       for d in range(2)]
         self.proj = [_PackedMatrix(w_proj[d]) for d in range(2)]
+        self.back = None  # (W_proj^T, W_hh^T) packed per direction, on the first backward
+        self.caches: list[_Cache] | None = None
+        self.out = None
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
+    def __call__(self, x: np.ndarray, keep: bool = False) -> np.ndarray:
+        """Outputs `[T, 2, P, B]`; with `keep`, the per-step values stay for one `backward` call."""
         T, _, D, B = x.shape
         out = np.empty((T, 2, self.P, B), dtype="float32")
-        if _mkl().MKL_Get_Max_Threads() < 2:
-            for d in range(2):
-                self._direction(d, np.ascontiguousarray(x[:, d], dtype="float32"), out[:, d])
-            return out
-        # Two threads, one direction each, single-threaded MKL in each: a thin GEMM split over 2 threads
-        # scales poorly (measured 114 vs 70 GFLOP/s for 1 thread), and the element-wise numpy work runs in
-        # parallel too (ctypes and numpy release the GIL).  Measured: a layer 96 -> 73 ms at B=32, H=1024.
-        other = _pool().submit(self._direction_1t, 1, x, out)
-        try:
-            self._direction_1t(0, x, out)
-        finally:
-            other.result()
+        caches = [_Cache(T, D, self.H, self.P, B, keep) for _ in range(2)]
+        _both_directions(lambda d: self._direction(d, np.ascontiguousarray(x[:, d], dtype="float32"),
+                                                   out[:, d], caches[d]))
+        if keep:
+            self.caches, self.out = caches, out
         return out
 
-    def _direction_1t(self, d: int, x: np.ndarray, out: np.ndarray) -> None:
-        lib = _mkl()
-        lib.MKL_Set_Num_Threads_Local(1)
-        try:
-            self._direction(d, np.ascontiguousarray(x[:, d], dtype="float32"), out[:, d])
-        finally:
-            lib.MKL_Set_Num_Threads_Local(0)  # back to the global setting
-
-    def _direction(self, d: int, x: np.ndarray, out: np.ndarray) -> None:
+    def _direction(self, d: int, x: np.ndarray, out: np.ndarray, cache: _Cache) -> None:
         T, D, B = x.shape
-        H, P = self.H, self.P
-        xh = np.zeros((D + 1 + P, B), dtype="float32")  # [x_t; 1; h]
-        xh[D] = 1.0
-        h = xh[D + 1:]
-        z = np.empty((4 * H, B), dtype="float32")
-        i, f, o, g = z[:H], z[H:2 * H], z[2 * H:3 * H], z[3 * H:]
-        c = np.zeros((H, B), dtype="float32")
-        m = np.empty((H, B), dtype="float32")
+        H = self.H
         gates, proj = self.gates[d], self.proj[d]
-        ifo = z[:3 * H]
+        tmp = np.empty((H, B), dtype="float32")
         for t in range(T):
+            k = cache.at(t)
+            xh, z, c, tc, m = cache.xh[k], cache.z[k], cache.c[k], cache.tc[k], cache.m[k]
             xh[:D] = x[t]
             gates.matmul_into(xh, z)  # i, f, o rows: z / 2
             _tanh_(z)
+            ifo = z[:3 * H]
             ifo *= 0.5
             ifo += 0.5  # sigmoid
-            c *= f
-            i *= g
-            c += i
+            i, f, o, g = z[:H], z[H:2 * H], z[2 * H:3 * H], z[3 * H:]
+            np.multiply(f, cache.c_prev(t), out=c)
+            np.multiply(i, g, out=tmp)
+            c += tmp
             if self.cell_clip:
                 _clip(c, -self.cell_clip, self.cell_clip, out=c)
-            np.copyto(m, c)
-            _tanh_(m)
-            m *= o
+            np.copyto(tc, c)
+            _tanh_(tc)
+            np.multiply(o, tc, out=m)
+            h = cache.xh[cache.at(t + 1), D + 1:] if (t + 1 < T or not cache.keep) else out[t]
             proj.matmul_into(m, h)
             if self.proj_clip:
                 _clip(h, -self.proj_clip, self.proj_clip, out=h)
             out[t] = h
+
+    def backward(self, dout: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Gradients `(dx [T, 2, D, B], dw_ih, dw_hh, dbias, dw_proj)` (weight layouts as `lstm.BiLstmpLayer`) of
+        the last `__call__(x, keep=True)`, given `dout [T, 2, P, B]`; the kept values are released."""
+        if self.caches is None:
+            raise RuntimeError("PackedLstmp.backward needs a forward call with keep=True first")
+        if self.back is None:  # W_proj^T and [W_ih | b | W_hh]^T (its product with dg gives dx and dh at once)
+            self.back = [(_PackedMatrix(self.w_proj[d].T),
+                          _PackedMatrix(self.gates[d].a.T * np.concatenate([np.full(3 * self.H, 2.0),
+                                                                             np.ones(self.H)]).astype("float32")))
+                         for d in range(2)]
+        T, _, P, B = dout.shape
+        D, H = self.D, self.H
+        dx = np.empty((T, 2, D, B), dtype="float32")
+        dw_full = np.zeros((2, 4 * H, D + 1 + P), dtype="float32")
+        dw_proj = np.zeros((2, P, H), dtype="float32")
+        _both_directions(lambda d: self._bptt(d, np.ascontiguousarray(dout[:, d], dtype="float32"),
+                                              dx[:, d], dw_full[d], dw_proj[d]))
+        self.caches = self.out = None
+        return (dx, np.ascontiguousarray(dw_full[:, :, :D]), np.ascontiguousarray(dw_full[:, :, D + 1:]),
+                np.ascontiguousarray(dw_full[:, :, D:D + 1]), dw_proj)
+
+    def _bptt(self, d: int, dout: np.ndarray, dx: np.ndarray, dw_full: np.ndarray, dw_proj: np.ndarray) -> None:
+        """Backward through time, one direction.  Per step: `dm = W_proj^T dp`, the gate gradients `dg [4H, B]`,
+        `[dx_t; .; dh] = [W_ih | b | W_hh]^T dg`, and the weight gradients accumulated as rank-B updates
+        (`dW += dg [x; 1; h]^T`, `dW_proj += dp m^T`; measured faster here than copying all steps into one
+        `[F, T * B]` layout for one big GEMM)."""
+        T, P, B = dout.shape
+        cache, H, D, out = self.caches[d], self.H, self.D, self.out[:, d]
+        proj_t, full_t = self.back[d]
+        dxh = np.zeros((D + 1 + P, B), dtype="float32")  # [dx_t; (bias row); dh]: dh reaches h_{t-1}
+        dh = dxh[D + 1:]
+        dc_next = np.zeros((H, B), dtype="float32")  # gradient reaching c_t (after its clip) from step t+1
+        dm, dc, tmp = (np.empty((H, B), dtype="float32") for _ in range(3))
+        dp = np.empty((P, B), dtype="float32")
+        dg = np.empty((4 * H, B), dtype="float32")
+        sig_grad = np.empty((3 * H, B), dtype="float32")
+        for t in range(T - 1, -1, -1):
+            z, c, tc = cache.z[t], cache.c[t], cache.tc[t]
+            i, f, o, g = z[:H], z[H:2 * H], z[2 * H:3 * H], z[3 * H:]
+            np.add(dout[t], dh, out=dp)
+            if self.proj_clip:  # gradient of the projection before its clip
+                dp *= np.abs(out[t]) < self.proj_clip
+            proj_t.matmul_into(dp, dm)  # dm = W_proj^T dp
+            np.multiply(tc, tc, out=dc)
+            np.subtract(1.0, dc, out=dc)
+            dc *= o
+            dc *= dm
+            dc += dc_next
+            if self.cell_clip:  # gradient of the cell before its clip
+                dc *= np.abs(c) < self.cell_clip
+            np.multiply(dc, g, out=dg[:H])
+            np.multiply(dc, cache.c_prev(t), out=dg[H:2 * H])
+            np.multiply(dm, tc, out=dg[2 * H:3 * H])
+            np.multiply(z[:3 * H], z[:3 * H], out=sig_grad)
+            np.subtract(z[:3 * H], sig_grad, out=sig_grad)  # sigmoid' = s - s^2
+            dg[:3 * H] *= sig_grad
+            np.multiply(g, g, out=tmp)
+            np.subtract(1.0, tmp, out=tmp)
+            tmp *= i
+            np.multiply(dc, tmp, out=dg[3 * H:])
+            np.multiply(dc, f, out=dc_next)
+            full_t.matmul_into(dg, dxh)  # [dx_t; .; dh]
+            dx[t] = dxh[:D]
+            _gemm(dg, cache.xh[t], dw_full, trans_b=True, beta=1.0)
+            _gemm(dp, cache.m[t], dw_proj, trans_b=True, beta=1.0)
+
+
+def _gemm(a: np.ndarray, b: np.ndarray, c: np.ndarray, trans_a: bool = False, trans_b: bool = False,
+          beta: float = 0.0) -> None:
+    """`c = op(a) @ op(b) + beta * c` with MKL's sgemm on C-contiguous float32 arrays (MKL, not numpy's BLAS: it obeys
+    the per-thread MKL setting that keeps the two direction threads from oversubscribing the cores)."""
+    M, N = c.shape
+    K = a.shape[0] if trans_a else a.shape[1]
+    assert a.flags.c_contiguous and b.flags.c_contiguous and c.flags.c_contiguous
+    assert a.dtype == b.dtype == c.dtype == np.float32
+    _mkl().cblas_sgemm(_ROW_MAJOR, _TRANS if trans_a else _NO_TRANS, _TRANS if trans_b else _NO_TRANS, M, N, K,
+                       1.0, a.ctypes.data, a.shape[1], b.ctypes.data, b.shape[1], beta, c.ctypes.data, N)
+
+
+def _both_directions(run) -> None:
+    """`run(0)` and `run(1)`: on two threads, single-threaded MKL each, when MKL may use 2+ threads.
+
+    A thin GEMM split over 2 threads scales poorly (measured 114 vs 70 GFLOP/s for 1 thread), and the
+    element-wise numpy work runs in parallel too (ctypes and numpy release the GIL).  Measured: a frozen
+    layer 96 -> 73 ms at B=32, H=1024.
+    """
+    if _mkl().MKL_Get_Max_Threads() < 2:
+        run(0)
+        run(1)
+        return
+    other = _pool().submit(_single_mkl_thread, run, 1)
+    try:
+        _single_mkl_thread(run, 0)
+    finally:
+        other.result()
+
+
+def _single_mkl_thread(run, d: int) -> None:
+    lib = _mkl()
+    lib.MKL_Set_Num_Threads_Local(1)
+    try:
+        run(d)
+    finally:
+        lib.MKL_Set_Num_Threads_Local(0)  # back to the global setting
 
 
 def bilm_layers(tok: np.ndarray, rev: np.ndarray, layers: list[PackedLstmp], residual: bool) -> np.ndarray:

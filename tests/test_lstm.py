@@ -73,21 +73,68 @@ def test_lstmp_matches_numpy_reference_with_active_clipping():
     assert np.abs(y_nocc - y).max() > 1e-3
 
 
+def _kernel(name, monkeypatch):
+    """Pick the training kernel behind the PyLayer: "numpy" (lstm_cpu, CPU + MKL) or "paddle" (ops; GPU builds)."""
+    import elmo_paddle.lstm as lstm_mod
+    import elmo_paddle.lstm_cpu as lc
+
+    if name == "numpy" and not lc.packed_gemm_available():
+        pytest.skip("this paddle build has no bundled MKL packed GEMM")
+    used = []
+    real = lstm_mod._numpy_kernel_applies
+    monkeypatch.setattr(lstm_mod, "_numpy_kernel_applies", lambda x: used.append(1) or (name == "numpy" and real(x)))
+    return used
+
+
+@pytest.mark.parametrize("kernel,threads", [("numpy", 1), ("numpy", 2), ("paddle", 1)])
 @pytest.mark.parametrize("clips", [(0.4, 0.3), (None, None)])
-def test_lstmp_hand_written_backward_matches_autograd(clips):
+def test_lstmp_hand_written_backward_matches_autograd(clips, kernel, threads, monkeypatch):
+    used = _kernel(kernel, monkeypatch)
     layer = _layer(*clips)
     x = paddle.randn([7, 2, 5, 3])  # [T, 2, D, B]
     x.stop_gradient = False
     r = paddle.randn([7, 2, 4, 3])
     grads = []
-    for fn in (layer.forward, layer.autograd_forward):
-        y = fn(x)
-        (y * r).sum().backward()
-        grads.append([y.numpy(), x.grad.numpy()] + [p.grad.numpy() for p in layer.parameters()])
-        x.clear_grad()
-        layer.clear_gradients()
+    import elmo_paddle.lstm_cpu as lc
+
+    before = lc._mkl().MKL_Get_Max_Threads() if lc.packed_gemm_available() else 1
+    paddle.base.core.set_num_threads(threads)
+    try:
+        for fn in (layer.forward, layer.autograd_forward):
+            y = fn(x)
+            (y * r).sum().backward()
+            grads.append([y.numpy(), x.grad.numpy()] + [p.grad.numpy() for p in layer.parameters()])
+            x.clear_grad()
+            layer.clear_gradients()
+    finally:
+        paddle.base.core.set_num_threads(before)
+    assert used, "the PyLayer did not run"
     for a, b in zip(*grads):
         np.testing.assert_allclose(a, b, atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kernel", ["numpy", "paddle"])
+def test_bilm_gradients_on_a_ragged_batch_match_autograd(kernel, monkeypatch):
+    """Whole biLM, padded rows of different lengths: the training kernel's gradients == paddle autograd's."""
+    import elmo_paddle.lstm as lstm_mod
+
+    _kernel(kernel, monkeypatch)
+    m = _tiny_bilm("lstmp", cell_clip=0.5, proj_clip=0.5)
+    m.eval()  # no dropout: the two runs must see the same function
+    ids = np.array([[5, 6, 7, 8, 9, 10], [11, 12, 13, 0, 0, 0], [14, 15, 0, 0, 0, 0]])
+    batch = {"inputs": paddle.to_tensor(ids), "fwd_targets": paddle.to_tensor(np.roll(ids, -1, 1) * (ids != 0)),
+             "bwd_targets": paddle.to_tensor(np.roll(ids, 1, 1) * (ids != 0))}
+    results = []
+    for autograd in (False, True):
+        if autograd:
+            monkeypatch.setattr(lstm_mod.BiLstmpLayer, "forward", lstm_mod.BiLstmpLayer.autograd_forward)
+        out = m.lm_loss(batch, sampled=False)
+        (out["fwd_nll"] + out["bwd_nll"]).backward()
+        results.append({n: p.grad.numpy().copy() for n, p in m.named_parameters() if p.grad is not None})
+        m.clear_gradients()
+    assert results[0].keys() == results[1].keys() and any(k.startswith("lstm.") for k in results[0])
+    for k in results[0]:
+        np.testing.assert_allclose(results[0][k], results[1][k], atol=2e-5, rtol=1e-4, err_msg=k)
 
 
 def test_lstmp_frozen_input_or_frozen_weights():
@@ -182,8 +229,8 @@ def test_packed_kernel_matches_the_reference(clips, threads, monkeypatch):
     if not lc.packed_gemm_available():
         pytest.skip("this paddle build has no bundled MKL packed GEMM")
     threaded = []
-    one_direction = lc.PackedLstmp._direction_1t
-    monkeypatch.setattr(lc.PackedLstmp, "_direction_1t", lambda *a: threaded.append(1) or one_direction(*a))
+    one_direction = lc._single_mkl_thread
+    monkeypatch.setattr(lc, "_single_mkl_thread", lambda *a: threaded.append(1) or one_direction(*a))
     before = lc._mkl().MKL_Get_Max_Threads()
     paddle.base.core.set_num_threads(threads)
     try:
