@@ -45,7 +45,7 @@ class ElmoEmbedder:
     def __init__(self, model_dir: str | os.PathLike, max_length: int = DEFAULT_MAX_LENGTH,
                  threads: int | None = None, token_cache: str | os.PathLike | None = None, verify: bool = True):
         from .elmo import Elmo
-        from .trainer_lm import set_threads
+        from .runtime import set_threads
 
         if max_length < 1:
             raise UserError(f"max_length must be >= 1, got {max_length}")

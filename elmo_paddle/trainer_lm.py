@@ -18,6 +18,7 @@ from .config import from_dict, to_dict
 from .errors import UserError
 from .lm_data import CorpusInfo, LMBatcher, dev_batches, scan_corpus
 from .pretrain import PretrainConfig, _lr_at, resolve_text_paths
+from .runtime import set_threads, to_tensors
 from .vocab import Vocab
 
 # fault injection for the reliability tests: ELMO_PADDLE_FAULT=nan@STEP makes that step's loss NaN,
@@ -36,10 +37,6 @@ class _LossModule(paddle.nn.Layer):
         return self.bilm.lm_loss({"inputs": inputs, "fwd_targets": fwd_targets, "bwd_targets": bwd_targets})
 
 
-def _to_tensors(batch: dict[str, np.ndarray]) -> dict[str, paddle.Tensor]:
-    return {k: paddle.to_tensor(v) for k, v in batch.items()}
-
-
 def evaluate_perplexity(bilm: BiLM, batches) -> dict[str, float]:
     """Held-out perplexity of each direction (full softmax) and of their average NLL."""
     was_training = bilm.training
@@ -47,7 +44,7 @@ def evaluate_perplexity(bilm: BiLM, batches) -> dict[str, float]:
     tot = {"fwd_nll": 0.0, "fwd_count": 0.0, "bwd_nll": 0.0, "bwd_count": 0.0}
     with paddle.no_grad():
         for b in batches:
-            out = bilm.lm_loss(_to_tensors(b), sampled=False)
+            out = bilm.lm_loss(to_tensors(b), sampled=False)
             for k in tot:
                 tot[k] += float(out[k])
     if was_training:
@@ -115,14 +112,6 @@ def resolve_model_dir(path: str | os.PathLike) -> Path:
     if not p.exists():
         raise UserError(f"model directory {p} does not exist")
     raise UserError(f"{p} is not a model directory (no config.json/manifest.json, no best/ or final/ inside)")
-
-
-def set_threads(n: int) -> None:
-    """Threads of paddle's CPU kernels (its OpenMP and MKL pools).
-
-    paddle 3.x has no `paddle.set_num_threads`; an earlier `hasattr` guard made `train.threads` a silent no-op.
-    """
-    paddle.base.core.set_num_threads(int(n))
 
 
 def _dist_setup() -> tuple[int, int]:
@@ -307,7 +296,7 @@ def run_pretraining(cfg: PretrainConfig, resume: bool = False, progress: bool = 
         lr = _lr_at(tc, step, total)
         opt.set_lr(lr)
         paddle.seed(tc.seed * 1_000_003 + step * world + rank)  # per-step seed: resume-exact dropout/sampling
-        b = _to_tensors(batch)
+        b = to_tensors(batch)
         o = model(b["inputs"], b["fwd_targets"], b["bwd_targets"])
         loss = 0.5 * (o["fwd_nll"] / o["fwd_count"] + o["bwd_nll"] / o["bwd_count"])
         if _fault_at("nan", step):
