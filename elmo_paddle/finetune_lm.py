@@ -107,7 +107,7 @@ def _token_iter(lines: list[str], unit: str) -> Iterator[str]:
 
 def prepare_text(paths: list[str], fmt: str, out_dir: Path, vocab, data_dir: str | None) -> tuple[list[str], dict]:
     """Extract raw text of every task file into out_dir/task_text; returns (files, stats incl. OOV rate)."""
-    from .pretrain import resolve_text_paths
+    from .pretrain_config import resolve_text_paths
 
     files = resolve_text_paths(paths, data_dir)
     text_dir = out_dir / "task_text"
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     import elmo_paddle  # noqa: F401  (env vars before paddle)
 
     from . import checkpoint as ckpt
-    from .pretrain import PretrainConfig
+    from .pretrain_config import PretrainConfig
     from .trainer_lm import resolve_model_dir
     from .vocab import Vocab
 

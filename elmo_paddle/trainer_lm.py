@@ -17,7 +17,7 @@ from .bilm import BiLM, BiLMConfig
 from .config import from_dict, to_dict
 from .errors import UserError
 from .lm_data import CorpusInfo, LMBatcher, dev_batches, scan_corpus
-from .pretrain import PretrainConfig, _lr_at, resolve_text_paths
+from .pretrain_config import PretrainConfig, lr_at, resolve_text_paths
 from .runtime import set_threads, to_tensors
 from .vocab import Vocab
 
@@ -293,7 +293,7 @@ def run_pretraining(cfg: PretrainConfig, resume: bool = False, progress: bool = 
         if not _all_have_batch(batch is not None, world):
             batches = batcher.epoch_batches()  # epoch done (on some rank): all ranks start the next one
             continue
-        lr = _lr_at(tc, step, total)
+        lr = lr_at(tc, step, total)
         opt.set_lr(lr)
         paddle.seed(tc.seed * 1_000_003 + step * world + rank)  # per-step seed: resume-exact dropout/sampling
         b = to_tensors(batch)
