@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from . import checkpoint as ckpt
     from .pretrain_config import PretrainConfig
-    from .trainer_lm import resolve_model_dir
+    from .model_io import resolve_model_dir
     from .vocab import Vocab
 
     model_dir = resolve_model_dir(args.model)
