@@ -25,7 +25,7 @@ import re
 from pathlib import Path
 from typing import Iterator
 
-from .config import load_config, parse_overrides
+from .config import load_config, merge, parse_overrides
 from .errors import UserError, cli
 
 FORMATS = ("auto", "plain", "pd1998", "lac", "cmrc", "dureader")
@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
                   "eval_every": max(1, args.steps // 2), "save_every": max(1, args.steps // 2)},
         "output_dir": str(out), "run_name": f"finetune-{out.name}",
     }
-    cfg = load_config(PretrainConfig, None, _merge(base, extra))
+    cfg = load_config(PretrainConfig, None, merge(base, extra))
     from .trainer_lm import run_pretraining
 
     best = run_pretraining(cfg, resume=args.resume, progress=not args.no_progress, init_from=model_dir)
@@ -219,13 +219,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dev perplexity on held-out task text: {before['ppl']:.2f} before -> {after['ppl']:.2f} after "
               f"{args.steps} steps ({int(after['tokens'])} tokens); model directory {best}")
     return 0
-
-
-def _merge(base: dict, extra: dict) -> dict:
-    out = dict(base)
-    for k, v in extra.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
 
 
 if __name__ == "__main__":
