@@ -79,8 +79,8 @@ def build_ours(a, d: Path) -> Path:
 
     from elmo_paddle import checkpoint as ckpt
     from elmo_paddle.bilm import BiLM, BiLMConfig
-    from elmo_paddle.pretrain import PretrainConfig
-    from elmo_paddle.trainer_lm import model_dir_files
+    from elmo_paddle.pretrain_config import PretrainConfig
+    from elmo_paddle.model_io import model_dir_files
     from elmo_paddle.vocab import SPECIALS, Vocab
 
     paddle.seed(a.seed)

@@ -2,7 +2,7 @@
 
 A model directory holds:
     config.json            {"format": 1, "bilm": {...}, "pretrain": {...}}   (JSON: data, not code)
-    vocab.json             the token vocab (and char_vocab.json for a char-CNN token layer)
+    vocab.json             the token vocab (and, for a char-CNN token layer, its character vocab)
     weights.safetensors    every biLM weight, softmax weights included
     optimizer.safetensors  optimizer accumulators, keyed by structured parameter name (resume only)
     state.json             step, data position, RNG seeds, best dev perplexity, LR scheduler state

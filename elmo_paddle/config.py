@@ -92,10 +92,11 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def _merge(base: dict, extra: dict) -> dict:
+def merge(base: dict, extra: dict) -> dict:
+    """`base` with `extra` laid over it, nested mappings merged key by key (neither input is changed)."""
     out = dict(base)
     for k, v in extra.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
 
@@ -118,4 +119,4 @@ def load_config(cls: type[T], path: str | os.PathLike | None = None,
     """Load dataclass config `cls` from a YAML file (optional) plus `key=value` overrides."""
     data = load_yaml(path) if path else {}
     extra = overrides if isinstance(overrides, dict) else parse_overrides(overrides)
-    return from_dict(cls, _merge(data, extra), str(path or "config"))
+    return from_dict(cls, merge(data, extra), str(path or "config"))

@@ -42,7 +42,7 @@ from .errors import UserError
 from .scalar_mix import ScalarMix
 from .text import normalize_width, tokenize
 from . import checkpoint as ckpt
-from .trainer_lm import load_bilm, resolve_model_dir
+from .model_io import load_bilm, resolve_model_dir
 from .vocab import BOS, EOS, Vocab
 
 

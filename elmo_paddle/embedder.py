@@ -40,12 +40,54 @@ DEFAULT_MAX_LENGTH = 256
 
 
 class ElmoEmbedder:
-    """Embeds sentences with a frozen biLM (eval mode, no dropout)."""
+    """Embeds sentences with a frozen biLM (eval mode, no dropout) into per-token numpy arrays.
+
+    The numpy counterpart of `Elmo` for feature extraction: no scalar mix, no training; every biLM layer of
+    every token comes back, in input order, one array per sentence (module docstring: batching, chunking,
+    speed).
+
+    Parameters
+    ----------
+    model_dir : str or os.PathLike
+        A model directory, or a pretraining output directory (then its best/, else its final/).
+    max_length : int, optional (default = 256)
+        Longest piece, in tokens, embedded in one go.  A longer sentence is cut into consecutive pieces of
+        at most `max_length` tokens, embedded separately (no context crosses a cut) and joined again, so
+        every token still gets vectors.  Must be >= 1.
+    threads : int, optional (default = None)
+        Threads of paddle's CPU kernels (`runtime.set_threads`); None or 0 leaves paddle's setting alone.
+    token_cache : str or os.PathLike, optional (default = None)
+        An `.npz` file holding layer 0 (the context-free token vectors) of the whole vocab: written on first
+        use, checked against the model's weights checksum afterwards.  Vocab tokens then take layer 0 from
+        it; with a char-CNN model, out-of-vocab tokens are still spelled out by the model.
+    verify : bool, optional (default = True)
+        Check the model files against their manifest checksums when loading.
+
+    Attributes
+    ----------
+    num_layers : int
+        Layers per token: 1 + the biLM's LSTM layers (3 for a 2-layer biLM): the token layer, then each
+        LSTM layer.
+    output_dim : int
+        Width of every layer: 2 * the biLM's projection size (forward and backward halves; the token layer
+        is duplicated as [x; x]).
+    vocab : Vocab
+        The model's vocab; its `unit` ('char' or 'word') decides how strings are tokenised.
+    last_stats : dict
+        After each `embed_sentences` call: sentences, tokens, sentences chunked, and `oov_rate`, the share
+        of tokens outside the vocab (they are read as `<UNK>`).
+
+    Raises
+    ------
+    UserError
+        For `max_length` < 1, a model directory that is missing or fails verification, or a token cache
+        that is unreadable or made for another model.
+    """
 
     def __init__(self, model_dir: str | os.PathLike, max_length: int = DEFAULT_MAX_LENGTH,
                  threads: int | None = None, token_cache: str | os.PathLike | None = None, verify: bool = True):
         from .elmo import Elmo
-        from .trainer_lm import set_threads
+        from .runtime import set_threads
 
         if max_length < 1:
             raise UserError(f"max_length must be >= 1, got {max_length}")
@@ -92,14 +134,43 @@ class ElmoEmbedder:
     # ------------------------------------------------------------ embedding
     def embed_sentences(self, sentences: Sequence[str] | Sequence[Sequence[str]], batch_size: int = 64,
                         progress: bool = False) -> list[np.ndarray]:
-        """One float32 array `[num_layers, T_i, output_dim]` per sentence, in input order."""
-        from tqdm import tqdm
+        """Embed many sentences, batched by length.
 
+        Parameters
+        ----------
+        sentences : sequence of str, or sequence of sequences of str
+            Strings are tokenised with the model's unit (for 'char': every non-space character is a
+            token); token lists are used as given (width-normalised; a 'char' model needs one character
+            per token).  Unknown tokens are read as `<UNK>`.
+        batch_size : int, optional (default = 64)
+            Pieces embedded together.  Sentences are sorted by length before batching, so little time goes
+            to padding; a sentence's vectors do not depend on its batch (up to float rounding, ~1e-6).
+        progress : bool, optional (default = False)
+            Show a progress bar counting sentences.
+
+        Returns
+        -------
+        list of np.ndarray
+            One float32 array of shape (num_layers, T_i, output_dim) per sentence, in input order, where
+            T_i is the number of tokens of sentence i.  Nothing is padded: ``array[:, t]`` belongs to token
+            t (no `<S>`/`</S>` positions), so T_i is the sentence's length and arrays of one call differ in
+            their second dimension.  An empty sentence gives T_i = 0; an empty input list, an empty list.
+            ``array[0]`` is the context-free token layer, ``array[k]`` LSTM layer k.
+        """
         from .elmo import sentences_to_token_lists
 
         if batch_size < 1:
             raise UserError(f"batch_size must be >= 1, got {batch_size}")
         token_lists = sentences_to_token_lists(sentences, self.vocab.unit)
+        pieces = self._pieces(token_lists)
+        results = self._embed_pieces(pieces, len(token_lists), batch_size, progress)
+        out: list[list[np.ndarray]] = [[] for _ in token_lists]
+        for k, (i, _) in enumerate(pieces):  # pieces are in sentence order, chunks in position order
+            out[i].append(results[k])
+        return [self._sentence_array(token_lists[i], parts) for i, parts in enumerate(out)]
+
+    def _pieces(self, token_lists: list[list[str]]) -> list[tuple[int, list[str]]]:
+        """(sentence index, tokens) of every piece of at most max_length tokens; sets `last_stats`."""
         pieces: list[tuple[int, list[str]]] = []
         chunked = 0
         for i, toks in enumerate(token_lists):
@@ -114,11 +185,17 @@ class ElmoEmbedder:
         n_unk = sum(1 for toks in token_lists for t in toks if t not in self.vocab)
         self.last_stats = {"sentences": len(token_lists), "tokens": n_tok, "chunked": chunked,
                            "oov_rate": n_unk / n_tok if n_tok else 0.0}
+        return pieces
+
+    def _embed_pieces(self, pieces: list[tuple[int, list[str]]], n_sentences: int, batch_size: int,
+                      progress: bool) -> list[np.ndarray]:
+        """`[num_layers, len(piece), output_dim]` of every piece, batched shortest first."""
+        from tqdm import tqdm
 
         order = sorted(range(len(pieces)), key=lambda k: len(pieces[k][1]))
         results: list[np.ndarray | None] = [None] * len(pieces)
-        bar = tqdm(total=len(token_lists), desc="embed", unit="sent", disable=not progress, dynamic_ncols=True)
-        left = [0] * len(token_lists)  # pieces still to embed, per sentence
+        bar = tqdm(total=n_sentences, desc="embed", unit="sent", disable=not progress, dynamic_ncols=True)
+        left = [0] * n_sentences  # pieces still to embed, per sentence
         for i, _ in pieces:
             left[i] += 1
         bar.update(sum(1 for n in left if n == 0))  # empty sentences: nothing to compute
@@ -136,25 +213,33 @@ class ElmoEmbedder:
                 left[pieces[k][0]] -= 1
                 bar.update(1 if left[pieces[k][0]] == 0 else 0)
         bar.close()
+        return results  # type: ignore[return-value]
 
-        out: list[list[np.ndarray]] = [[] for _ in token_lists]
-        for k, (i, _) in enumerate(pieces):  # pieces are in sentence order, chunks in position order
-            out[i].append(results[k])
-        arrays = []
-        for i, parts in enumerate(out):
-            if not parts:
-                arr = np.zeros((self.num_layers, 0, self.output_dim), "float32")
-            else:
-                arr = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
-            if self.token_vectors is not None and arr.shape[1]:
-                arr = arr.copy()
-                ids = np.asarray(self.vocab.encode(token_lists[i]))
-                # a char-CNN spells out-of-vocab words itself: only vocab words come from the cache
-                known = ids != self.vocab.unk_id if self.elmo.uses_chars else slice(None)
-                arr[0][known] = self.token_vectors[ids[known]]
-            arrays.append(np.ascontiguousarray(arr, dtype="float32"))
-        return arrays
+    def _sentence_array(self, tokens: list[str], parts: list[np.ndarray]) -> np.ndarray:
+        """A sentence's pieces joined along time, layer 0 from the token cache when there is one."""
+        if not parts:
+            arr = np.zeros((self.num_layers, 0, self.output_dim), "float32")
+        else:
+            arr = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+        if self.token_vectors is not None and arr.shape[1]:
+            arr = arr.copy()
+            ids = np.asarray(self.vocab.encode(tokens))
+            # a char-CNN spells out-of-vocab words itself: only vocab words come from the cache
+            known = ids != self.vocab.unk_id if self.elmo.uses_chars else slice(None)
+            arr[0][known] = self.token_vectors[ids[known]]
+        return np.ascontiguousarray(arr, dtype="float32")
 
     def embed_sentence(self, sentence: str | Sequence[str]) -> np.ndarray:
-        """`[num_layers, T, output_dim]` for one sentence."""
+        """Embed one sentence: `embed_sentences([sentence], batch_size=1)[0]`.
+
+        Parameters
+        ----------
+        sentence : str or sequence of str
+            A string (tokenised with the model's unit) or a token list.
+
+        Returns
+        -------
+        np.ndarray
+            float32, shape (num_layers, T, output_dim), T the sentence's number of tokens (no padding).
+        """
         return self.embed_sentences([sentence], batch_size=1)[0]

@@ -25,8 +25,9 @@ import re
 from pathlib import Path
 from typing import Iterator
 
-from .config import load_config, parse_overrides
+from .config import load_config, merge, parse_overrides
 from .errors import UserError, cli
+from .pretrain_config import PretrainConfig, resolve_text_paths
 
 FORMATS = ("auto", "plain", "pd1998", "lac", "cmrc", "dureader")
 _PD_TOKEN = re.compile(r"^\S+/[A-Za-z]+\d*$")
@@ -107,8 +108,6 @@ def _token_iter(lines: list[str], unit: str) -> Iterator[str]:
 
 def prepare_text(paths: list[str], fmt: str, out_dir: Path, vocab, data_dir: str | None) -> tuple[list[str], dict]:
     """Extract raw text of every task file into out_dir/task_text; returns (files, stats incl. OOV rate)."""
-    from .pretrain import resolve_text_paths
-
     files = resolve_text_paths(paths, data_dir)
     text_dir = out_dir / "task_text"
     text_dir.mkdir(parents=True, exist_ok=True)
@@ -167,8 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     import elmo_paddle  # noqa: F401  (env vars before paddle)
 
     from . import checkpoint as ckpt
-    from .pretrain import PretrainConfig
-    from .trainer_lm import resolve_model_dir
+    from .model_io import resolve_model_dir
     from .vocab import Vocab
 
     model_dir = resolve_model_dir(args.model)
@@ -191,41 +189,47 @@ def main(argv: list[str] | None = None) -> int:
     if stats["oov_rate"] > 0.2:
         print(f"warning: {stats['oov_rate']:.0%} of the tokens are unknown to the model's vocab (all become <UNK>)")
 
+    cfg, lr = _finetune_config(conf, vocab.unit, files, out, args, extra)
+    from .trainer_lm import run_pretraining
+
+    best = run_pretraining(cfg, resume=args.resume, progress=not args.no_progress, init_from=model_dir)
+    _write_result(out, model_dir, stats, args.steps, lr, best)
+    return 0
+
+
+def _finetune_config(conf: dict, unit: str, files: list[str], out: Path, args: argparse.Namespace,
+                     extra: dict) -> tuple[PretrainConfig, float]:
+    """(PretrainConfig, peak LR before overrides) of the fine-tuning run: the model's own config with the
+    task text, a short schedule (evals and saves at its middle and end) and, by default, a third of the
+    pretraining peak LR.  `extra` (key=value overrides) is laid over it."""
     pre = conf.get("pretrain", {}) if isinstance(conf, dict) else {}
     base_train = dict(pre.get("train", {}))
     lr = args.lr if args.lr is not None else float(base_train.get("lr", 0.002)) / 3
     base = {
         "bilm": conf["bilm"],
         "data": {**{k: v for k, v in pre.get("data", {}).items() if k in ("shuffle_buffer", "eval_max_lines")},
-                 "train": files, "unit": vocab.unit, "dev_fraction": args.dev_fraction, "min_count": 1,
+                 "train": files, "unit": unit, "dev_fraction": args.dev_fraction, "min_count": 1,
                  "max_train_lines_per_file": None},
         "train": {**base_train, "max_steps": args.steps, "epochs": 1.0, "lr": lr,
                   "warmup_steps": max(1, min(100, args.steps // 10)),
                   "eval_every": max(1, args.steps // 2), "save_every": max(1, args.steps // 2)},
         "output_dir": str(out), "run_name": f"finetune-{out.name}",
     }
-    cfg = load_config(PretrainConfig, None, _merge(base, extra))
-    from .trainer_lm import run_pretraining
+    return load_config(PretrainConfig, None, merge(base, extra)), lr
 
-    best = run_pretraining(cfg, resume=args.resume, progress=not args.no_progress, init_from=model_dir)
+
+def _write_result(out: Path, model_dir: Path, stats: dict, steps: int, lr: float, best: Path) -> None:
+    """OUT/finetune_result.json (dev perplexity before and after, the text's stats) and a summary line."""
     history = json.loads((out / "history.json").read_text()) if (out / "history.json").is_file() else []
     before = next((h for h in history if h["step"] == 0), None)
     after = history[-1] if history else None
-    result = {"model": str(model_dir), "text": stats, "steps": args.steps, "lr": lr,
+    result = {"model": str(model_dir), "text": stats, "steps": steps, "lr": lr,
               "dev_ppl_before": before and before["ppl"], "dev_ppl_after": after and after["ppl"],
               "dev_tokens": after and after["tokens"], "best_model_dir": str(best), "history": history}
     (out / "finetune_result.json").write_text(json.dumps(result, ensure_ascii=False, indent=1), encoding="utf-8")
     if before and after:
         print(f"dev perplexity on held-out task text: {before['ppl']:.2f} before -> {after['ppl']:.2f} after "
-              f"{args.steps} steps ({int(after['tokens'])} tokens); model directory {best}")
-    return 0
-
-
-def _merge(base: dict, extra: dict) -> dict:
-    out = dict(base)
-    for k, v in extra.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
+              f"{steps} steps ({int(after['tokens'])} tokens); model directory {best}")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ A batch holds `inputs [B, L]`, `fwd_targets [B, L]` (token after each input) and
 """
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -230,11 +229,3 @@ def pad_lm_batch(seqs: list[list[int]]) -> dict[str, np.ndarray]:
     # a piece cut from the middle of a line: its first token's backward target and last token's
     # forward target lie outside the piece, so they stay 0 (ignored); a token is never its own target
     return {"inputs": inp, "fwd_targets": fwd, "bwd_targets": bwd}
-
-
-def save_corpus_info(info: CorpusInfo, path: Path) -> None:
-    path.write_text(json.dumps(info.to_json(), ensure_ascii=False, indent=1), encoding="utf-8")
-
-
-def load_corpus_info(path: Path) -> CorpusInfo:
-    return CorpusInfo(**json.loads(path.read_text(encoding="utf-8")))

@@ -27,8 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     from . import checkpoint as ckpt
     from .lm_data import CorpusInfo, dev_batches
+    from .model_io import load_bilm, resolve_model_dir
     from .text import iter_file_lines, list_text_files
-    from .trainer_lm import evaluate_perplexity, load_bilm, resolve_model_dir
+    from .trainer_lm import evaluate_perplexity
 
     model_dir = resolve_model_dir(args.model)
     bilm, vocab, _ = load_bilm(model_dir)

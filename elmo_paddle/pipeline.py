@@ -93,8 +93,8 @@ def plan(cfg: PipelineConfig) -> list[Step]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m elmo_paddle.pipeline", description=__doc__.split("\n\n")[0],
                                  epilog="Scales: configs/pipeline_demo.yaml (~20 min on 2 cores), "
-                                        "configs/pipeline_full.yaml (reproduces RESULTS.md), "
-                                        "configs/pipeline_tiny.yaml (CI smoke test).")
+                                        "configs/pipeline_tiny.yaml (CI smoke test). The reported results "
+                                        "come from the commands listed in RESULTS.md.")
     ap.add_argument("--config", default="configs/pipeline_demo.yaml", help="pipeline YAML (default: the demo scale)")
     ap.add_argument("--data-dir", help="data folder (default: $ELMO_PADDLE_DATA or ../shared/data)")
     ap.add_argument("--dry-run", action="store_true", help="print the plan and the commands, run nothing")

@@ -29,17 +29,38 @@ from .errors import UserError
 class ScalarMix(nn.Layer):
     """Softmax-weighted, gamma-scaled sum of `mixture_size` equally shaped tensors.
 
-    Args:
-        mixture_size: number of layers mixed (3 for a 2-layer biLM: token layer, LSTM 1, LSTM 2).
-        do_layer_norm: normalise each layer over the unmasked positions of each sentence first (needs `mask`).
-        initial_scalar_parameters: initial `w` (default all 0: equal weights).
-        trainable: if False, `w` and `gamma` are fixed (stop_gradient).
-        gamma_init: initial value of `gamma`.
-        l2_coef: scale of `l2_penalty()` = l2_coef * sum(w ** 2) (bilm-tf convention, see module doc).
-        top_layer_only: ignore `w` and return gamma * (top layer) (bilm-tf's `use_top_only`).
+    ``mix = gamma * sum_j softmax(w)_j * tensor_j``, with one trainable scalar `w_j` per input tensor and
+    one trainable scale `gamma`.  An ELMo task model holds one `ScalarMix` per place it uses ELMo (e.g. at
+    the input and at the output of its RNN), each learning its own weighting of the frozen biLM layers.
 
-    Input: a list of `mixture_size` tensors `[B, T, D]`, or one tensor `[B, mixture_size, T, D]`;
-    `mask [B, T]` (bool or 0/1) marks real tokens.  Output `[B, T, D]`.
+    Parameters
+    ----------
+    mixture_size : int
+        Number of tensors mixed, one per biLM layer: ``1 + num_layers`` (the token layer, then each LSTM
+        layer), so 3 for a 2-layer biLM.  Must be >= 1.
+    do_layer_norm : bool, optional (default = False)
+        Normalise each tensor to zero mean and unit variance before weighting it.  The statistics are taken
+        over the real tokens (`mask` in `forward`, which is then required) and all features of *each
+        sentence separately*, not over the batch (module docstring: why).
+    initial_scalar_parameters : sequence of float, optional (default = None)
+        The starting `w`, one value per tensor, before the softmax.  None starts at all zeros, i.e. an
+        equal-weight average of the layers.
+    trainable : bool, optional (default = True)
+        If False, `w` and `gamma` keep their initial values (their `stop_gradient` is set).
+    gamma_init : float, optional (default = 1.0)
+        The starting `gamma`.
+    l2_coef : float, optional (default = 0.0)
+        Weight `lambda` of `l2_penalty()` = ``lambda * sum_j w_j ** 2``: bilm-tf's convention, which equals
+        Paddle's ``L2Decay(2 * lambda)``.  Only `w` is penalised, never `gamma`; a large value pulls the
+        weighting towards the plain average.  Must be >= 0.
+    top_layer_only : bool, optional (default = False)
+        Ignore `w` and return ``gamma * tensors[-1]``, the top layer alone (bilm-tf's `use_top_only`);
+        `w` is then frozen and `l2_penalty()` is 0.
+
+    Raises
+    ------
+    UserError
+        For `mixture_size` < 1, an `initial_scalar_parameters` of another length, or a negative `l2_coef`.
     """
 
     def __init__(self, mixture_size: int, do_layer_norm: bool = False,
@@ -89,6 +110,31 @@ class ScalarMix(nn.Layer):
 
     def forward(self, tensors: paddle.Tensor | Sequence[paddle.Tensor],
                 mask: paddle.Tensor | None = None) -> paddle.Tensor:
+        """Mix the layers of a batch.
+
+        Parameters
+        ----------
+        tensors : paddle.Tensor or sequence of paddle.Tensor
+            The layers to mix, lowest first, float32: one tensor of shape
+            (batch_size, mixture_size, timesteps, dim), as `Elmo.encode` returns them, or a list of
+            `mixture_size` tensors of shape (batch_size, timesteps, dim).
+        mask : paddle.Tensor of shape (batch_size, timesteps), bool or 0/1, optional (default = None)
+            True (1) at real tokens, False (0) at padding.  Required with `do_layer_norm`, which takes its
+            statistics over the real tokens only; unused otherwise.
+
+        Returns
+        -------
+        paddle.Tensor of shape (batch_size, timesteps, dim)
+            ``gamma * sum_j s_j * tensors[j]`` with ``s = softmax(w)``.  Padding positions are not zeroed
+            here: without layer norm they mix whatever the inputs hold there (zeros, from `Elmo.encode`);
+            with layer norm they are normalised with their sentence's statistics like the real tokens.
+            `Elmo` multiplies its output by the mask.
+
+        Raises
+        ------
+        UserError
+            If the number of layers is not `mixture_size`, or `do_layer_norm` is on and `mask` is None.
+        """
         layers = list(paddle.unbind(tensors, axis=1)) if isinstance(tensors, paddle.Tensor) else list(tensors)
         if len(layers) != self.mixture_size:
             raise UserError(f"ScalarMix was built for {self.mixture_size} layers, got {len(layers)}")

@@ -109,76 +109,104 @@ def iter_file_lines(path: Path, stats: ReadStats | None = None, max_chars: int =
         fh = _open_binary(path)
     except OSError as e:
         raise UserError(f"cannot open {path}: {e.strerror or e}") from None
-    chunk_bytes = max_chars * 4
-    lineno = 0
-
-    def read() -> bytes:
-        try:
-            return fh.readline(chunk_bytes)
-        except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
-            raise UserError(f"{path}:{lineno + 1}: cannot read ({e}); the file is truncated or corrupt") from None
-
+    reader = _BoundedLines(fh, path, max_chars * 4)
     with fh:
         while True:
-            raw = read()
+            raw = reader.read()
             if not raw:
                 break
-            if lineno == 0:
-                if raw.startswith(_UTF16_32_BOMS):
-                    raise UserError(f"{path}: starts with a UTF-16/32 byte-order mark; convert it to UTF-8 "
-                                    f"(e.g. iconv -f UTF-16 -t UTF-8)")
-                if raw.startswith(codecs.BOM_UTF8):
-                    raw = raw[len(codecs.BOM_UTF8):]
-            lineno += 1
-            if raw.endswith(b"\n") or len(raw) < chunk_bytes:
-                if lineno <= start_line:
-                    continue
-                stats.lines += 1
-                try:
-                    if b"\0" in raw:
-                        raise UnicodeDecodeError("utf-8", raw, 0, 1, "NUL byte")
-                    text = normalize_width(raw.decode("utf-8").strip())
-                except UnicodeDecodeError:
-                    stats.note("bad_utf8", f"{path}:{lineno}")
-                    continue
-                if not text:
-                    stats.note("empty", f"{path}:{lineno}")
-                    continue
-                for i in range(0, len(text), max_chars):
-                    yield lineno, text[i:i + max_chars]
+            if reader.lineno == 0:
+                raw = _strip_bom(raw, path)
+            reader.lineno += 1
+            if raw.endswith(b"\n") or len(raw) < reader.chunk_bytes:
+                if reader.lineno > start_line:
+                    yield from _whole_line(raw, path, reader.lineno, stats, max_chars)
                 continue
-            # an over-long line: read, decode and yield it piece by piece (bounded memory); a piece
-            # boundary may cut a character, hence the incremental decoder
-            if lineno > start_line:
-                stats.lines += 1
-                stats.note("split_long", f"{path}:{lineno}")
-            dec = codecs.getincrementaldecoder("utf-8")()
-            buf, piece, ok = "", raw, lineno > start_line
-            while piece:
-                last = piece.endswith(b"\n")
-                if ok:
-                    try:
-                        if b"\0" in piece:
-                            raise UnicodeDecodeError("utf-8", piece, 0, 1, "NUL byte")
-                        buf += normalize_width(dec.decode(piece, final=False))
-                    except UnicodeDecodeError:  # what was already yielded stays; the rest is skipped
-                        stats.note("bad_utf8", f"{path}:{lineno}")
-                        ok, buf = False, ""
-                    while len(buf) >= 2 * max_chars:
-                        chunk, buf = buf[:max_chars].strip(), buf[max_chars:]
-                        if chunk:
-                            yield lineno, chunk
-                if last:
-                    break
-                piece = read()
-            if ok:
-                try:
-                    buf = (buf + normalize_width(dec.decode(b"", final=True))).strip()
-                except UnicodeDecodeError:  # the line ends in the middle of a character
-                    stats.note("bad_utf8", f"{path}:{lineno}")
-                    buf = buf.strip()
-                for i in range(0, len(buf), max_chars):
-                    yield lineno, buf[i:i + max_chars]
+            yield from _long_line(raw, reader, reader.lineno > start_line, stats, max_chars)
+
+
+class _BoundedLines:
+    """Reads a binary file a line at a time, at most `chunk_bytes` per read; counts lines for messages."""
+
+    def __init__(self, fh: io.BufferedIOBase, path: Path, chunk_bytes: int):
+        self.fh, self.path, self.chunk_bytes = fh, path, chunk_bytes
+        self.lineno = 0
+
+    def read(self) -> bytes:
+        try:
+            return self.fh.readline(self.chunk_bytes)
+        except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+            raise UserError(f"{self.path}:{self.lineno + 1}: cannot read ({e}); "
+                            "the file is truncated or corrupt") from None
+
+
+def _strip_bom(raw: bytes, path: Path) -> bytes:
+    """The first line without its UTF-8 byte-order mark; a UTF-16/32 one is a UserError."""
+    if raw.startswith(_UTF16_32_BOMS):
+        raise UserError(f"{path}: starts with a UTF-16/32 byte-order mark; convert it to UTF-8 "
+                        f"(e.g. iconv -f UTF-16 -t UTF-8)")
+    if raw.startswith(codecs.BOM_UTF8):
+        raw = raw[len(codecs.BOM_UTF8):]
+    return raw
+
+
+def _refuse_nul(raw: bytes) -> None:
+    if b"\0" in raw:
+        raise UnicodeDecodeError("utf-8", raw, 0, 1, "NUL byte")
+
+
+def _whole_line(raw: bytes, path: Path, lineno: int, stats: ReadStats,
+                max_chars: int) -> Iterator[tuple[int, str]]:
+    """A line read in one piece: decoded, normalised and cut into pieces of `max_chars`."""
+    stats.lines += 1
+    try:
+        _refuse_nul(raw)
+        text = normalize_width(raw.decode("utf-8").strip())
+    except UnicodeDecodeError:
+        stats.note("bad_utf8", f"{path}:{lineno}")
+        return
+    if not text:
+        stats.note("empty", f"{path}:{lineno}")
+        return
+    for i in range(0, len(text), max_chars):
+        yield lineno, text[i:i + max_chars]
+
+
+def _long_line(raw: bytes, reader: _BoundedLines, keep: bool, stats: ReadStats,
+               max_chars: int) -> Iterator[tuple[int, str]]:
+    """An over-long line (its first `raw` piece read): read, decode and yield it piece by piece (bounded
+    memory); a piece boundary may cut a character, hence the incremental decoder.  `keep` False: the line
+    is before `start_line`, read past without a trace."""
+    lineno, where = reader.lineno, f"{reader.path}:{reader.lineno}"
+    if keep:
+        stats.lines += 1
+        stats.note("split_long", where)
+    dec = codecs.getincrementaldecoder("utf-8")()
+    buf, piece = "", raw
+    while piece:
+        last = piece.endswith(b"\n")
+        if keep:
+            try:
+                _refuse_nul(piece)
+                buf += normalize_width(dec.decode(piece, final=False))
+            except UnicodeDecodeError:  # what was already yielded stays; the rest is skipped
+                stats.note("bad_utf8", where)
+                keep, buf = False, ""
+            while len(buf) >= 2 * max_chars:
+                chunk, buf = buf[:max_chars].strip(), buf[max_chars:]
+                if chunk:
+                    yield lineno, chunk
+        if last:
+            break
+        piece = reader.read()
+    if keep:
+        try:
+            buf = (buf + normalize_width(dec.decode(b"", final=True))).strip()
+        except UnicodeDecodeError:  # the line ends in the middle of a character
+            stats.note("bad_utf8", where)
+            buf = buf.strip()
+        for i in range(0, len(buf), max_chars):
+            yield lineno, buf[i:i + max_chars]
 
 
 def iter_lines(paths: str | os.PathLike | Iterable, stats: ReadStats | None = None,

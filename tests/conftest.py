@@ -37,7 +37,7 @@ def _fixture_lines(n: int = 400) -> list[str]:
 def build_tiny_model(out: Path, text_file: Path | None = None, steps: int = 30) -> Path:
     """Pretrain a ~0.1M-parameter biLM for a few steps (a few seconds); returns the model directory."""
     from elmo_paddle.config import load_config
-    from elmo_paddle.pretrain import PretrainConfig
+    from elmo_paddle.pretrain_config import PretrainConfig
     from elmo_paddle.trainer_lm import run_pretraining
 
     out = Path(out)

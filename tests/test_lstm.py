@@ -279,7 +279,7 @@ def test_packed_path_can_be_switched_off(monkeypatch):
 def test_train_threads_setting_reaches_mkl():
     """`train.threads` must change the threads paddle's MKL uses (it was silently ignored once)."""
     import elmo_paddle.lstm_cpu as lc
-    from elmo_paddle.trainer_lm import set_threads
+    from elmo_paddle.runtime import set_threads
 
     if not lc.packed_gemm_available():
         pytest.skip("no bundled MKL to ask")

@@ -16,7 +16,7 @@ import pytest
 
 from elmo_paddle import checkpoint as ckpt
 from elmo_paddle.errors import UserError
-from elmo_paddle.trainer_lm import load_bilm
+from elmo_paddle.model_io import load_bilm
 
 REPO = Path(__file__).resolve().parent.parent
 
