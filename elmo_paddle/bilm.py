@@ -17,7 +17,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from .errors import UserError
-from .lstm import LSTM_IMPLS, BiLstmpStack, reverse_index, reverse_padded
+from .lstm import LSTM_IMPLS, BiLstmpStack, bidirectional_layers, reverse_index
 from .lstm_cpu import PackedLstmp, bilm_layers, packed_gemm_available
 from .softmax import SoftmaxHead
 
@@ -165,11 +165,7 @@ class BiLM(nn.Layer):
         if lengths is None:
             lengths = (ids != 0).astype("int64").sum(-1)
         tok = self.token_layer(ids, chars)  # [B, T, P]
-        x = paddle.stack([tok, reverse_padded(tok, lengths)], axis=0)  # [2, B, T, P]
-        layers = [paddle.concat([tok, tok], axis=-1)]
-        for y in self.lstm(x):
-            layers.append(paddle.concat([y[0], reverse_padded(y[1], lengths)], axis=-1))
-        return layers
+        return [paddle.concat([tok, tok], axis=-1)] + bidirectional_layers(self.lstm, tok, lengths)
 
     def freeze_for_inference(self, frozen: bool = True) -> bool:
         """Promise the LSTM weights no longer change, so inference may run a packed snapshot of them.

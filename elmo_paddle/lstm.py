@@ -297,8 +297,20 @@ class FusedBiLstmLayer(nn.Layer):
         return _clip(y.reshape([2, T, B, -1]).transpose([1, 0, 3, 2]), self.proj_clip)
 
 
+def bidirectional_layers(stack: "BiLstmpStack", x: paddle.Tensor, lengths: paddle.Tensor) -> list[paddle.Tensor]:
+    """Run `stack` forward over `x [B, T, D]` and backward over each row's first `lengths[b]` steps.
+
+    Returns each layer's `[B, T, 2P]`: forward states, then backward states re-aligned to sentence order, so
+    position t holds [state after tokens ..t; state after tokens t..].  The one place the two directions
+    are fed and aligned.
+    """
+    xs = paddle.stack([x, reverse_padded(x, lengths)], axis=0)  # [2, B, T, D]
+    return [paddle.concat([y[0], reverse_padded(y[1], lengths)], axis=-1) for y in stack(xs)]
+
+
 class BiLstmpStack(nn.Layer):
-    """`num_layers` bidirectional layers with dropout and residual connections from the second layer on."""
+    """`num_layers` bidirectional layers with dropout on each layer's input and (optionally) residual connections
+    from the second layer on."""
 
     def __init__(self, input_dim: int, hidden_dim: int, proj_dim: int, num_layers: int = 2,
                  cell_clip: float | None = 3.0, proj_clip: float | None = 3.0, dropout: float = 0.1,
@@ -306,10 +318,10 @@ class BiLstmpStack(nn.Layer):
         super().__init__()
         if impl not in LSTM_IMPLS:
             raise ValueError(f"lstm impl must be one of {LSTM_IMPLS}, not {impl!r}")
-        cls = BiLstmpLayer if impl == "lstmp" else FusedBiLstmLayer
         self.impl = impl
         self.layers = nn.LayerList([
-            cls(input_dim if k == 0 else proj_dim, hidden_dim, proj_dim, cell_clip, proj_clip)
+            (BiLstmpLayer if impl == "lstmp" else FusedBiLstmLayer)(
+                input_dim if k == 0 else proj_dim, hidden_dim, proj_dim, cell_clip, proj_clip)
             for k in range(num_layers)])
         self.dropout = nn.Dropout(dropout)
         self.residual = residual
