@@ -51,14 +51,29 @@ def attach_char_table(bilm: BiLM, vocab: Vocab) -> None:
         bilm.set_char_table(vocab.char_table(bilm.cfg.max_chars_per_token))
 
 
+# the models this project ships (tracked in git, each with a MODEL_CARD.md), found by name
+PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
+
+
+def shipped_models() -> list[str]:
+    """Names of the shipped models (`pretrained/<name>/` folders with a manifest)."""
+    if not PRETRAINED_DIR.is_dir():
+        return []
+    return sorted(d.name for d in PRETRAINED_DIR.iterdir() if (d / ckpt.MANIFEST).is_file())
+
+
 def resolve_model_dir(path: str | os.PathLike) -> Path:
-    """Accept a model directory, or a pretraining output dir (then its best/, else final/)."""
+    """Accept a model directory, a pretraining output dir (then its best/, else final/), or the name of a
+    shipped model (`zh-char-elmo` -> `pretrained/zh-char-elmo/`) when no such path exists here."""
     p = Path(path)
+    if not p.exists() and len(p.parts) == 1 and (PRETRAINED_DIR / p).is_dir():
+        p = PRETRAINED_DIR / p
     if (p / "config.json").is_file() or (p / ckpt.MANIFEST).is_file():
         return p
     for sub in ("best", "final"):
         if (p / sub / ckpt.MANIFEST).is_file():
             return p / sub
     if not p.exists():
-        raise UserError(f"model directory {p} does not exist")
+        names = ", ".join(shipped_models()) or "none"
+        raise UserError(f"model directory {p} does not exist (shipped models, usable by name: {names})")
     raise UserError(f"{p} is not a model directory (no config.json/manifest.json, no best/ or final/ inside)")
