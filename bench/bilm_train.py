@@ -10,6 +10,7 @@ ratio is what to read) and reports the median of the repeats.
 
     PYTHONPATH=. .venv/bin/python bench/bilm_train.py --batch-size 32 --seq-len 50 --hidden 512 \\
         --proj 256 --vocab 5000 --threads 2 --impl lstmp --softmax full
+    PYTHONPATH=. .venv/bin/python bench/bilm_train.py --preset elmo_small      # configs/elmo_small.yaml's sizes
 
 Needs `torch` (requirements-bench.txt).  Differences that remain: ours clips the cell and the projection
 inside the recurrence (bilm-tf's 3.0), torch.nn.LSTM cannot; `--impl fused` is our approximation (see
@@ -41,10 +42,21 @@ def parse_args(argv=None):
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--eval-repeats", type=int, default=7)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--preset", choices=sorted(PRESETS),
+                    help="sizes of a shipped config (elmo_small: B=64, T=32, hidden 512, proj 128, vocab 5000, "
+                         "sampled softmax with 1024 samples); explicit flags still win")
     ap.add_argument("--torch-omp-active", action="store_true",
                     help="leave PyTorch's GNU OpenMP spin-waiting (default: OMP_WAIT_POLICY=PASSIVE, the "
                          "counterpart of the KMP_BLOCKTIME=0 that elmo_paddle sets for Paddle's Intel OpenMP)")
+    preset = ap.parse_known_args(argv)[0].preset
+    if preset:
+        ap.set_defaults(**PRESETS[preset])
     return ap.parse_args(argv)
+
+
+# the sizes of configs/*.yaml, so the bench measures what pretraining runs
+PRESETS = {"elmo_small": dict(batch_size=64, seq_len=32, hidden=512, proj=128, vocab=5000, softmax="sampled",
+                              samples=1024)}
 
 
 # --------------------------------------------------------------------------------------------- paddle side
