@@ -77,7 +77,8 @@ def write_output(path: Path, arrays: list[np.ndarray], sentences: list[str]) -> 
 def _build_arg_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m elmo_paddle.embed",
                                  description="Write ELMo vectors for each line of a text file.")
-    ap.add_argument("--model", required=True, help="model directory (or a pretraining output dir)")
+    ap.add_argument("--model", required=True,
+                    help="model directory, a pretraining output dir (its best/), or a shipped model's name")
     ap.add_argument("--input", required=True, help="UTF-8 text, one sentence per line (.gz ok)")
     ap.add_argument("--output", required=True, help="OUT.npz or OUT.hdf5")
     ap.add_argument("--layers", choices=LAYER_CHOICES, default="all",

@@ -126,7 +126,8 @@ def export_model(model_dir: str | os.PathLike, output: str | os.PathLike, check:
 def _build_arg_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m elmo_paddle.export",
                                  description="Export a biLM model dir for paddle.inference (ids -> 3 layers).")
-    ap.add_argument("--model", required=True, help="model directory (or a pretraining output dir)")
+    ap.add_argument("--model", required=True,
+                    help="model directory, a pretraining output dir (its best/), or a shipped model's name")
     ap.add_argument("--output", required=True, help="folder to write model.json/model.pdiparams/vocab.json into")
     ap.add_argument("--no-check", action="store_true", help="skip the exported-vs-eager parity check")
     return ap

@@ -17,17 +17,21 @@ from .errors import UserError, cli
 @cli
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m elmo_paddle.perplexity", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", required=True, help="model directory (or a pretraining output dir: its best/)")
+    ap.add_argument("--model", required=True,
+                    help="model directory, a pretraining output dir (its best/), or a shipped model's name")
     ap.add_argument("--text", nargs="*", help="score these files instead (every line is held-out text)")
     ap.add_argument("--heldout-from", metavar="DIR",
                     help="score the held-out split recorded in another model directory (e.g. a fine-tuned "
                          "model's task text, to compare models on the same lines)")
+    ap.add_argument("--data-dir", help="where recorded data-dir-relative text lives (default: $ELMO_PADDLE_DATA "
+                                       "or ../shared/data)")
     ap.add_argument("--max-lines", type=int, help="score only the first N held-out lines")
     ap.add_argument("--max-len", type=int, default=256, help="longer lines are scored in pieces of this length")
     args = ap.parse_args(argv)
     from . import checkpoint as ckpt
     from .lm_data import CorpusInfo, dev_batches
     from .model_io import load_bilm, resolve_model_dir
+    from .pretrain_config import resolve_text_paths
     from .text import iter_file_lines, list_text_files
     from .trainer_lm import evaluate_perplexity
 
@@ -42,9 +46,10 @@ def main(argv: list[str] | None = None) -> int:
         if not (Path(split_dir) / "corpus.json").is_file():
             raise UserError(f"{split_dir} records no held-out split (corpus.json); pass --text FILE")
         info = CorpusInfo(**ckpt.read_json(split_dir, "corpus.json"))
-        missing = [f for f in info.files if not Path(f).is_file()]
-        if missing:
-            raise UserError(f"the held-out text recorded in {split_dir}/corpus.json is gone: {missing[0]}")
+        try:  # paths as recorded, else relative to the data dir (shipped models record "lm_raw_zh/...")
+            info.files = resolve_text_paths(info.files, args.data_dir)
+        except UserError as e:
+            raise UserError(f"the held-out text recorded in {split_dir}/corpus.json is missing here: {e}") from None
     t0 = time.time()
     res = evaluate_perplexity(bilm, dev_batches(info, vocab, 32, args.max_len, args.max_lines))
     res["seconds"] = round(time.time() - t0, 1)

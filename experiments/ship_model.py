@@ -1,0 +1,46 @@
+"""Copy a trained biLM model directory into `pretrained/<name>/`, the form the project ships it in.
+
+    python experiments/ship_model.py --model models/zh-char-elmo --name zh-char-elmo
+
+Keeps the weights bit for bit (safetensors), `config.json`, `vocab.json` and `corpus.json` (the held-out split,
+with paths made relative to the data dir, so `python -m elmo_paddle.perplexity --model <name>` finds the text
+on any machine with the data dir); drops the training state (`state.json`: history, optimizer bookkeeping).
+Writes atomically with a fresh sha256 manifest.  The MODEL_CARD.md beside it is written by hand.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import elmo_paddle  # noqa: F401  (env before paddle)
+from elmo_paddle import checkpoint as ckpt
+from elmo_paddle.data_dir import resolve_data_dir
+from elmo_paddle.model_io import PRETRAINED_DIR, resolve_model_dir
+
+
+def relative_to_data_dir(path: str, data_dir: Path | None) -> str:
+    """`/any/where/data/lm_raw_zh/x.txt.gz` -> `lm_raw_zh/x.txt.gz` when it lies in the data dir."""
+    p = Path(path).resolve()
+    if data_dir is not None and p.is_relative_to(data_dir.resolve()):
+        return str(p.relative_to(data_dir.resolve()))
+    return path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", required=True, help="model directory or pretraining output dir (its best/)")
+    ap.add_argument("--name", required=True, help="folder name under pretrained/")
+    ap.add_argument("--data-dir", help="the data dir the corpus paths are made relative to")
+    args = ap.parse_args()
+    src = resolve_model_dir(args.model)
+    ckpt.verify_dir(src)
+    files = {n: ckpt.read_json(src, n) for n in ("config.json", "vocab.json", "corpus.json")}
+    root = resolve_data_dir(args.data_dir)
+    files["corpus.json"]["files"] = [relative_to_data_dir(f, root) for f in files["corpus.json"]["files"]]
+    tensors = {"weights.safetensors": ckpt._load_tensors(src / "weights.safetensors")}
+    out = ckpt.write_dir(PRETRAINED_DIR / args.name, files, tensors)
+    print(f"shipped {src} as {out}")
+
+
+if __name__ == "__main__":
+    main()
