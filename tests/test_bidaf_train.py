@@ -17,7 +17,8 @@ from tasks.bidaf.checkpoint import load_model, save_model, trainable_state
 from tasks.bidaf.data import QAExample, Vocab, encode_batch, make_features
 from tasks.bidaf.model import BiDAF, ModelSizes
 from tasks.bidaf.predict import main as predict_main
-from tasks.bidaf.predict import predict_features, to_tensors
+from elmo_paddle.runtime import to_tensors
+from tasks.bidaf.predict import predict_features
 
 
 class FakeElmo(nn.Layer):

@@ -201,7 +201,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"model: {sum(int(np.prod(p.shape)) for p in params):,} trainable parameters; "
           f"vocab {len(chars)} chars, {len(words)} words", file=sys.stderr)
 
-    from .predict import elmo_inputs, predict_features, to_tensors
+    from elmo_paddle.runtime import to_tensors
+
+    from .predict import elmo_inputs, predict_features
 
     def train_batches(epoch: int):
         order = list(range(len(train_f)))

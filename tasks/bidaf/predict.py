@@ -12,18 +12,14 @@ import json
 import sys
 from typing import Any, Sequence
 
-import numpy as np
 import paddle
 
 from elmo_paddle.errors import UserError, cli
+from elmo_paddle.runtime import to_tensors
 from elmo_paddle.text import normalize_width
 
 from .data import Feature, LoadStats, QAExample, Vocab, encode_batch, load_squad, make_features
 from .decode import best_spans
-
-
-def to_tensors(arrays: dict[str, np.ndarray]) -> dict[str, paddle.Tensor]:
-    return {k: paddle.to_tensor(v) for k, v in arrays.items()}
 
 
 def elmo_inputs(feats: Sequence[Feature], cache: Any) -> tuple[Any, Any]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import sys
 import time
@@ -63,7 +62,7 @@ class LacConfig:
     overfit_epochs: int = 300
     run_name: Optional[str] = None
     runs_dir: str = "runs/lac"
-    threads: int = 2              # CPU threads (0: library default); set before paddle loads
+    threads: int = 2              # CPU threads of paddle's kernels (0: library default)
 
 
 def default_run_name(cfg: LacConfig) -> str:
@@ -156,18 +155,18 @@ def main(argv: list[str] | None = None) -> int:
     train, dev, test, tags, has_seg = prepare(cfg, rejects)
     rejects.warn()
 
-    if cfg.threads > 0:  # paddle has no set_num_threads: its MKL/OpenMP pools read these at load time
-        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-            os.environ[var] = str(cfg.threads)
     import numpy as np
     import paddle
 
+    from elmo_paddle.runtime import set_threads
     from tasks.common.trainer import fit
 
     from .batching import Vocab, example_batches
     from .checkpoint import build_tagger, load_model, save_model
     from .model import batch_tensors
 
+    if cfg.threads > 0:
+        set_threads(cfg.threads)
     paddle.set_device("cpu") if not paddle.is_compiled_with_cuda() else None
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
