@@ -12,6 +12,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 import pytest
 
+import tasks.bidaf.checkpoint as checkpoint
 import tasks.bidaf.finetune as finetune
 from tasks.bidaf.checkpoint import load_model, save_model, trainable_state
 from tasks.bidaf.data import QAExample, Vocab, encode_batch, make_features
@@ -153,7 +154,7 @@ def test_finetune_and_predict_cli(tmp_path, monkeypatch, capsys, use_elmo):
         _write_split(d / f"cmrc2018_{name}.json", ex)
     extra = []
     if use_elmo:
-        monkeypatch.setattr(finetune, "build_elmo", lambda cfg: FakeElmo(2 if cfg.get("elmo_at_modeling") else 1))
+        monkeypatch.setattr(checkpoint, "build_elmo", lambda cfg: FakeElmo(2 if cfg.get("elmo_at_modeling") else 1))
         extra = ["--elmo-model", str(tmp_path), "elmo_at_modeling=true"]
     args = ["--data-dir", str(tmp_path / "data"), "--run-name", "t", "--max-steps", "2", "--epochs", "1",
             f"runs_dir={tmp_path / 'runs'}", "train_file=cmrc2018/cmrc2018_train.json",

@@ -156,11 +156,11 @@ def test_real_elmo_layer_plugs_in(request, tmp_path):
         model_dir = request.getfixturevalue("tiny_model_dir")
     except pytest.FixtureLookupError:
         pytest.skip("no tiny_model_dir fixture (tests/conftest.py) to build a biLM")
-    from tasks.lac.checkpoint import build_elmo
+    from tasks.common.run import build_elmo
 
     paddle.seed(4)
     exs, tags, tag_index, vocab = _setup()
-    elmo = build_elmo(str(model_dir), gamma=1.0, dropout=0.0, at_output=True, l2=0.001)
+    elmo = build_elmo(str(model_dir), mixes=2, gamma=1.0, dropout=0.0, l2=0.001)
     model = LacTagger(len(vocab), len(tags), emb_dim=8, hidden_dim=8, elmo=elmo, elmo_at_output=True)
     bilm_before = [p.numpy().copy() for p in elmo._bilm.parameters()] if hasattr(elmo, "_bilm") else []
     _train(model, exs, vocab, tag_index, 3, elmo=True)

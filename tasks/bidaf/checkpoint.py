@@ -13,11 +13,28 @@ from typing import Any
 import paddle
 
 from elmo_paddle.errors import UserError
+from tasks.common.run import build_elmo as _build_elmo
 
 from .data import Vocab
 from .model import BiDAF, ModelSizes
 
 WEIGHTS, CONFIG, VOCAB = "model.safetensors", "config.json", "vocab.json"
+
+
+def build_elmo(cfg: dict[str, Any]) -> Any:
+    """The ELMo layer a run config describes (1 mix, or 2 with elmo_at_modeling): the same in training and
+    when a saved model is loaded (older configs may lack the elmo_* keys: their defaults apply)."""
+    return _build_elmo(str(cfg["elmo_model"]), mixes=2 if cfg.get("elmo_at_modeling") else 1,
+                       gamma=float(cfg.get("elmo_gamma", 1.0)), dropout=float(cfg.get("elmo_dropout", 0.5)),
+                       l2=float(cfg.get("elmo_l2", 0.0)), char_unit=True)  # BiDAF's tokens are characters
+
+
+def build_reader(cfg: dict[str, Any], char_vocab: int, word_vocab: int) -> BiDAF:
+    """A fresh network for a run config (the `BidafConfig` fields), its ELMo layer built first."""
+    elmo = build_elmo(cfg) if cfg.get("elmo_model") else None
+    sizes = ModelSizes(char_vocab, word_vocab, cfg["char_dim"], cfg["word_dim"], cfg["hidden"], cfg["dropout"],
+                       int(elmo.output_dim) if elmo is not None else 0, bool(cfg["elmo_at_modeling"] and elmo))
+    return BiDAF(sizes, elmo)
 
 
 def trainable_state(model: BiDAF) -> dict[str, paddle.Tensor]:
@@ -66,11 +83,7 @@ def load_model(model_dir: str | Path) -> tuple[BiDAF, Vocab, Vocab, dict[str, An
     except (KeyError, TypeError) as e:
         raise UserError(f"{d}: config.json/vocab.json do not describe a BiDAF model ({e})") from None
     run_cfg = cfg.get("config", {})
-    elmo = None
-    if sizes.elmo_dim:
-        from .finetune import build_elmo  # the same construction as in training
-        elmo = build_elmo(run_cfg)
-    model = BiDAF(sizes, elmo)
+    model = BiDAF(sizes, build_elmo(run_cfg) if sizes.elmo_dim else None)
     if not (d / WEIGHTS).is_file():
         raise UserError(f"{d / WEIGHTS} is missing")
     try:
