@@ -175,7 +175,7 @@ HPARAMS = ("train_fraction", "seed", "hidden", "char_dim", "word_dim", "dropout"
 def train(cfg: BidafConfig, cfg_dict: dict[str, Any], splits: dict[str, Split], run_dir: Path,
           chars: Vocab, words: Vocab, model: BiDAF, cache: Any, opt: Any):
     """`fit` with BiDAF's batches, loss and dev score (CMRC F1); the best model is saved to run_dir/model."""
-    from tasks.common.trainer import fit
+    from tasks.common.trainer import FitConfig, TaskHooks, fit
 
     train_f, dev = splits["train"].features, splits["dev"]
 
@@ -201,10 +201,11 @@ def train(cfg: BidafConfig, cfg_dict: dict[str, Any], splits: dict[str, Split], 
     def save_best(m: BiDAF, metrics: dict[str, float]) -> None:
         checkpoint.save_model(m, run_dir / "model", chars, words, cfg_dict)
 
-    hparams = {k: v for k, v in cfg_dict.items() if k in HPARAMS}
-    return fit(model, opt, train_batches, loss_fn, evaluate, run_dir=run_dir, metric="f1", epochs=cfg.epochs,
-               max_steps=cfg.max_steps, eval_every=cfg.eval_every, patience=cfg.patience, save_best=save_best,
-               hparams=hparams, batch_size_of=lambda b: len(b[0]), desc=f"bidaf {cfg_dict['run_name']}")
+    hooks = TaskHooks(train_batches, loss_fn, evaluate, save_best=save_best, batch_size_of=lambda b: len(b[0]))
+    return fit(model, opt, hooks, FitConfig(
+        run_dir, metric="f1", epochs=cfg.epochs, max_steps=cfg.max_steps, eval_every=cfg.eval_every,
+        patience=cfg.patience, desc=f"bidaf {cfg_dict['run_name']}",
+        hparams={k: v for k, v in cfg_dict.items() if k in HPARAMS}))
 
 
 def score_test(cfg: BidafConfig, run_dir: Path, test: Split, chars: Vocab, words: Vocab, model: BiDAF,

@@ -33,7 +33,8 @@ def run_parser(prog: str, description: str, config_default: str | None, config_h
     p.add_argument("--train-fraction", type=float, help="deterministic random subsample (0-1] of the training data "
                    "by seed (e.g. 0.05, 0.2, 1.0)")
     p.add_argument("--seed", type=int, help="seed for subsampling, init and shuffling")
-    p.add_argument("--run-name", help="log/checkpoint folder under runs_dir (default: named after the variant and seed)")
+    p.add_argument("--run-name", help="log/checkpoint folder under runs_dir (default: named after the variant "
+                   "and seed)")
     p.add_argument("--data-dir", help="data folder (default $ELMO_PADDLE_DATA, else ../shared/data)")
     p.add_argument("--epochs", type=int, help="passes over the training data")
     p.add_argument("--max-steps", type=int, help="stop after N optimizer steps (smoke runs)")

@@ -190,7 +190,7 @@ def summary(out: dict[str, Any], steps: int) -> str:
 
 @cli
 def main(argv: list[str] | None = None) -> int:
-    from tasks.common.trainer import fit
+    from tasks.common.trainer import FitConfig, TaskHooks, fit
 
     from .batching import example_batches
     from .checkpoint import load_model, save_model
@@ -216,12 +216,11 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg_dict = to_dict(cfg)
     t0 = time.time()
-    result = fit(model, optimizer, batches, loss_fn, lambda m: score(m, dev),
-                 run_dir=run_dir, metric="f1", epochs=cfg.epochs, max_steps=cfg.max_steps,
-                 eval_every=cfg.eval_every, patience=cfg.patience,
-                 save_best=lambda m, _: save_model(best_dir, m, cfg_dict, vocab, tags),
-                 hparams=hparams(cfg), batch_size_of=len, desc=cfg.run_name,
-                 stop_at=1.0 if cfg.overfit else None)
+    hooks = TaskHooks(batches, loss_fn, lambda m: score(m, dev), batch_size_of=len,
+                      save_best=lambda m, _: save_model(best_dir, m, cfg_dict, vocab, tags))
+    result = fit(model, optimizer, hooks, FitConfig(
+        run_dir, metric="f1", epochs=cfg.epochs, max_steps=cfg.max_steps, eval_every=cfg.eval_every,
+        patience=cfg.patience, stop_at=1.0 if cfg.overfit else None, desc=cfg.run_name, hparams=hparams(cfg)))
     wall = time.time() - t0
 
     out = {"run_name": cfg.run_name, "best_dev": result.best, "best_step": result.best_step,
