@@ -14,12 +14,12 @@ import pytest
 
 import tasks.bidaf.checkpoint as checkpoint
 import tasks.bidaf.finetune as finetune
+from elmo_paddle.runtime import to_tensors
 from tasks.bidaf.checkpoint import load_model, save_model, trainable_state
 from tasks.bidaf.data import QAExample, Vocab, encode_batch, make_features
+from tasks.bidaf.inference import predict_features
 from tasks.bidaf.model import BiDAF, ModelSizes
 from tasks.bidaf.predict import main as predict_main
-from elmo_paddle.runtime import to_tensors
-from tasks.bidaf.predict import predict_features
 
 
 class FakeElmo(nn.Layer):
@@ -116,7 +116,7 @@ def test_masked_logits_and_shapes():
 def test_elmo_mix_trains_and_bilm_stays_frozen(tmp_path, at_modeling):
     paddle.seed(0)
     from tasks.bidaf.elmo_cache import ElmoLayerCache
-    from tasks.bidaf.predict import elmo_inputs
+    from tasks.bidaf.inference import elmo_inputs
 
     elmo = FakeElmo(2 if at_modeling else 1)
     examples = _examples(4)

@@ -32,7 +32,7 @@ from .data import (Feature, LoadStats, QAExample, Vocab, encode_batch, load_squa
                    word_sequence)
 from .metric import evaluate_predictions
 from .model import BiDAF
-from .predict import elmo_inputs, predict_features
+from .inference import elmo_inputs, predict_features
 
 
 @dataclass
