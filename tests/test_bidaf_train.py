@@ -163,7 +163,7 @@ def test_finetune_and_predict_cli(tmp_path, monkeypatch, capsys, use_elmo):
     assert finetune.main(args) == 0
     run = tmp_path / "runs" / "t"
     m = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
-    assert m["test"]["TOTAL"] == 4 and m["steps"] == 2 and "f1" in m["dev_best"] and m["train_seconds"] >= 0
+    assert m["test"]["total"] == 4 and m["steps"] == 2 and "f1" in m["dev_best"] and m["train_seconds"] >= 0
     assert set(json.loads((run / "test_predictions.json").read_text(encoding="utf-8"))) == {"q0", "q1", "q2", "q3"}
     for f in ("model.safetensors", "config.json", "vocab.json"):
         assert (run / "model" / f).is_file()
@@ -202,6 +202,6 @@ def test_finetune_with_real_elmo(tmp_path, tiny_model_dir):
             "test_file=cmrc2018/cmrc2018_dev.json", "hidden=8", "char_dim=8", "word_dim=8", "batch_size=3"]
     assert finetune.main(args) == 0
     m = json.loads((tmp_path / "runs" / "e" / "metrics.json").read_text(encoding="utf-8"))
-    assert m["test"]["TOTAL"] == 3 and m["elmo_cache"]["entries"] > 0
+    assert m["test"]["total"] == 3 and m["elmo_cache"]["entries"] > 0
     assert predict_main(["--model", str(tmp_path / "runs" / "e" / "model"), "--context", "北京 大学",
                          "--question", "哪里"]) == 0

@@ -196,7 +196,7 @@ def train(cfg: BidafConfig, cfg_dict: dict[str, Any], splits: dict[str, Split], 
         preds = predict_features(m, dev.examples, dev.features, chars, words, cfg.eval_batch_size,
                                  cfg.max_answer_len, cache)
         r = evaluate_predictions(dev_refs, preds)
-        return {"f1": r["F1"], "em": r["EM"]}
+        return {"f1": r["f1"], "em": r["em"]}
 
     def save_best(m: BiDAF, metrics: dict[str, float]) -> None:
         checkpoint.save_model(m, run_dir / "model", chars, words, cfg_dict)

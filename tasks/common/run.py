@@ -16,6 +16,10 @@ from elmo_paddle.errors import UserError
 
 T = TypeVar("T")
 
+# metrics.json's `score_scale`: every score is a percentage (0-100) under a lowercase name in both tasks
+# (f1, em, precision, recall, seg_f1, PER_f1...); runs written before lack it and `tasks.compare` skips them
+SCORE_SCALE = "percent"
+
 # the flags both tasks take; each sets the config key of the same name
 COMMON_FLAGS = ("elmo_model", "train_fraction", "seed", "run_name", "epochs", "max_steps")
 
@@ -97,4 +101,5 @@ def build_elmo(model_dir: str, *, mixes: int, gamma: float, dropout: float, l2: 
 
 def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
     """`run_dir/metrics.json`: what `tasks.compare` reads (test scores, config, times, data counts)."""
-    (Path(run_dir) / "metrics.json").write_text(json.dumps(metrics, indent=1, ensure_ascii=False), encoding="utf-8")
+    text = json.dumps({"score_scale": SCORE_SCALE, **metrics}, indent=1, ensure_ascii=False)
+    (Path(run_dir) / "metrics.json").write_text(text, encoding="utf-8")

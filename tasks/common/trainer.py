@@ -103,7 +103,7 @@ class _Fit:
         self.writer.add_scalar("train/loss", value, self.step)
         self.writer.add_scalar("train/lr", float(self.optimizer.get_lr()), self.step)
         self.writer.add_scalar("train/examples_per_s", n_ex / max(seconds, 1e-9), self.step)
-        self.bar.set_postfix(loss=f"{value:.3f}", best=f"{self.best.get(self.cfg.metric, float('nan')):.4f}")
+        self.bar.set_postfix(loss=f"{value:.3f}", best=f"{self.best.get(self.cfg.metric, float('nan')):.2f}")
 
     def evaluate(self) -> None:
         """Score dev, log it, keep the best (saving it), and decide whether to stop (patience, stop_at)."""

@@ -181,11 +181,11 @@ def hparams(cfg: LacConfig) -> dict[str, Any]:
 def summary(out: dict[str, Any], steps: int) -> str:
     """One line of the final scores: train F1 of an --overfit run, else test P/R/F1 and its breakdown."""
     if "train" in out:
-        return f"train F1 {out['train']['f1']:.4f} after {steps} steps"
+        return f"train F1 {out['train']['f1']:.2f} after {steps} steps"
     t = out["test"]
-    return (f"test P/R/F1 {t['precision']:.4f}/{t['recall']:.4f}/{t['f1']:.4f}"
-            + (f", seg F1 {t['seg_f1']:.4f}" if "seg_f1" in t else "")
-            + "".join(f", {k[:-3]} F1 {v:.4f}" for k, v in t.items() if k.endswith("_f1") and k != "seg_f1"))
+    return (f"test P/R/F1 {t['precision']:.2f}/{t['recall']:.2f}/{t['f1']:.2f}"
+            + (f", seg F1 {t['seg_f1']:.2f}" if "seg_f1" in t else "")
+            + "".join(f", {k[:-3]} F1 {v:.2f}" for k, v in t.items() if k.endswith("_f1") and k != "seg_f1"))
 
 
 @cli
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
                       save_best=lambda m, _: save_model(best_dir, m, cfg_dict, vocab, tags))
     result = fit(model, optimizer, hooks, FitConfig(
         run_dir, metric="f1", epochs=cfg.epochs, max_steps=cfg.max_steps, eval_every=cfg.eval_every,
-        patience=cfg.patience, stop_at=1.0 if cfg.overfit else None, desc=cfg.run_name, hparams=hparams(cfg)))
+        patience=cfg.patience, stop_at=100.0 if cfg.overfit else None, desc=cfg.run_name, hparams=hparams(cfg)))
     wall = time.time() - t0
 
     out = {"run_name": cfg.run_name, "best_dev": result.best, "best_step": result.best_step,
@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     if cache is not None:
         out["elmo_cache"] = cache.report()  # after test: includes the test set's biLM cost
     write_metrics(run_dir, out)
-    print(f"{cfg.run_name}: best dev F1 {result.best.get('f1', 0):.4f} at step {result.best_step}; "
+    print(f"{cfg.run_name}: best dev F1 {result.best.get('f1', 0):.2f} at step {result.best_step}; "
           f"{summary(out, result.steps)}; model {best_dir}", file=sys.stderr)
     print(json.dumps({"run_name": cfg.run_name, **{k: v for k, v in out.items() if k in ("test", "train")}}))
     return 0
