@@ -16,7 +16,7 @@ import tasks.bidaf.checkpoint as checkpoint
 import tasks.bidaf.finetune as finetune
 from elmo_paddle.runtime import to_tensors
 from tasks.bidaf.checkpoint import load_model, save_model, trainable_state
-from tasks.bidaf.data import QAExample, Vocab, encode_batch, make_features
+from tasks.bidaf.data import QAExample, build_vocab, encode_batch, make_features
 from tasks.bidaf.inference import predict_features
 from tasks.bidaf.model import BiDAF, ModelSizes
 from tasks.bidaf.predict import main as predict_main
@@ -75,8 +75,8 @@ def _examples(n: int, seed: int = 0) -> list[QAExample]:
 
 def _setup(examples, elmo=None, at_modeling=False):
     feats = make_features(examples, 400, 300, 64, train=True)
-    chars = Vocab.build([f.c_chars + f.q_chars for f in feats])
-    words = Vocab.build([f.c_words + f.q_words for f in feats])
+    chars = build_vocab([f.c_chars + f.q_chars for f in feats])
+    words = build_vocab([f.c_words + f.q_words for f in feats])
     sizes = ModelSizes(len(chars), len(words), 16, 16, 16, 0.0, elmo.output_dim if elmo else 0, at_modeling)
     return feats, chars, words, BiDAF(sizes, elmo)
 

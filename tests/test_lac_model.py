@@ -7,7 +7,7 @@ import numpy as np
 import paddle
 import pytest
 
-from tasks.lac.batching import Vocab, example_batches
+from tasks.lac.batching import char_vocab, example_batches
 from tasks.lac.checkpoint import load_model, save_model
 from tasks.lac.data import words_to_example
 from tasks.lac.metrics import ChunkMetrics
@@ -70,7 +70,7 @@ def _f1(model, exs, vocab, tag_index, tags, elmo=False):
 def _setup():
     exs = [words_to_example(w) for w in TINY]
     tags = sorted({t for e in exs for t in e.tags})
-    return exs, tags, {t: i for i, t in enumerate(tags)}, Vocab.build(e.chars for e in exs)
+    return exs, tags, {t: i for i, t in enumerate(tags)}, char_vocab(e.chars for e in exs)
 
 
 def test_tagger_learns_a_tiny_set_and_is_not_trivially_right():
@@ -146,7 +146,7 @@ def test_checkpoint_round_trip_is_exact_and_not_pickle(tmp_path):
     loaded, cfg2, vocab2, tags2 = load_model(tmp_path)
     for k, v in model.state_dict().items():
         assert np.array_equal(v.numpy(), loaded.state_dict()[k].numpy()), k
-    assert cfg2 == cfg and vocab2.items == vocab.items and tags2 == tags
+    assert cfg2 == cfg and vocab2.itos == vocab.itos and tags2 == tags
 
 
 def test_real_elmo_layer_plugs_in(request, tmp_path):

@@ -15,7 +15,8 @@ import paddle
 from elmo_paddle.errors import UserError
 from tasks.common.run import build_elmo as _build_elmo
 
-from .data import Vocab
+from elmo_paddle.vocab import TokenIds, token_ids_from_json
+
 from .model import BiDAF, ModelSizes
 
 WEIGHTS, CONFIG, VOCAB = "model.safetensors", "config.json", "vocab.json"
@@ -46,7 +47,7 @@ def trainable_state(model: BiDAF) -> dict[str, paddle.Tensor]:
             for k, v in model.state_dict().items() if k not in frozen}
 
 
-def save_model(model: BiDAF, out_dir: str | Path, chars: Vocab, words: Vocab, config: dict[str, Any]) -> None:
+def save_model(model: BiDAF, out_dir: str | Path, chars: TokenIds, words: TokenIds, config: dict[str, Any]) -> None:
     """Write the three files of a model folder (overwriting)."""
     from safetensors.paddle import save_file
 
@@ -55,7 +56,7 @@ def save_model(model: BiDAF, out_dir: str | Path, chars: Vocab, words: Vocab, co
     save_file(trainable_state(model), str(out / WEIGHTS))
     (out / CONFIG).write_text(json.dumps({"sizes": dataclasses.asdict(model.sizes), "config": config},
                                          ensure_ascii=False, indent=1), encoding="utf-8")
-    (out / VOCAB).write_text(json.dumps({"chars": chars.to_json(), "words": words.to_json()}, ensure_ascii=False),
+    (out / VOCAB).write_text(json.dumps({"chars": chars.itos, "words": words.itos}, ensure_ascii=False),
                              encoding="utf-8")
 
 
@@ -68,7 +69,7 @@ def _read(path: Path) -> Any:
         raise UserError(f"{path} is not valid JSON ({e})") from None
 
 
-def load_model(model_dir: str | Path) -> tuple[BiDAF, Vocab, Vocab, dict[str, Any]]:
+def load_model(model_dir: str | Path) -> tuple[BiDAF, TokenIds, TokenIds, dict[str, Any]]:
     """Rebuild the network from a model folder; returns (model in eval mode, chars, words, run config)."""
     from safetensors.paddle import load_file
 
@@ -78,8 +79,8 @@ def load_model(model_dir: str | Path) -> tuple[BiDAF, Vocab, Vocab, dict[str, An
     cfg, voc = _read(d / CONFIG), _read(d / VOCAB)
     try:
         sizes = ModelSizes(**cfg["sizes"])
-        chars = Vocab.from_json(voc["chars"], str(d / VOCAB))
-        words = Vocab.from_json(voc["words"], str(d / VOCAB))
+        chars = token_ids_from_json(voc["chars"], str(d / VOCAB))
+        words = token_ids_from_json(voc["words"], str(d / VOCAB))
     except (KeyError, TypeError) as e:
         raise UserError(f"{d}: config.json/vocab.json do not describe a BiDAF model ({e})") from None
     run_cfg = cfg.get("config", {})

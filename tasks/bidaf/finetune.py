@@ -24,11 +24,12 @@ from elmo_paddle.config import to_dict
 from elmo_paddle.data_dir import data_path
 from elmo_paddle.errors import UserError, cli
 from elmo_paddle.runtime import to_tensors
+from elmo_paddle.vocab import TokenIds
 from tasks.common.run import (build_optimizer, check_train_fraction, load_run_config, run_parser, seed_everything,
                               write_metrics)
 
 from . import checkpoint
-from .data import (Feature, LoadStats, QAExample, Vocab, encode_batch, load_squad, make_features, references,
+from .data import (Feature, LoadStats, QAExample, build_vocab, encode_batch, load_squad, make_features, references,
                    word_sequence)
 from .metric import evaluate_predictions
 from .model import BiDAF
@@ -149,12 +150,12 @@ def load_splits(cfg: BidafConfig, data_dir: str | None) -> dict[str, Split]:
     return splits
 
 
-def build(cfg: BidafConfig, train: list[Feature]) -> tuple[Vocab, Vocab, BiDAF, Any, Any]:
+def build(cfg: BidafConfig, train: list[Feature]) -> tuple[TokenIds, TokenIds, BiDAF, Any, Any]:
     """Vocabularies from the training windows only (test text never shapes the model), network, ELMo cache,
     optimizer."""
-    chars = Vocab.build([f.c_chars + f.q_chars for f in train])
+    chars = build_vocab([f.c_chars + f.q_chars for f in train])
     # a word broadcast to its n characters counts once, not n times
-    words = Vocab.build([word_sequence(f.c_words) + word_sequence(f.q_words) for f in train],
+    words = build_vocab([word_sequence(f.c_words) + word_sequence(f.q_words) for f in train],
                         cfg.word_min_count, cfg.word_max_size)
     model = checkpoint.build_reader(to_dict(cfg), len(chars), len(words))
     cache = None
@@ -173,7 +174,7 @@ HPARAMS = ("train_fraction", "seed", "hidden", "char_dim", "word_dim", "dropout"
 
 
 def train(cfg: BidafConfig, cfg_dict: dict[str, Any], splits: dict[str, Split], run_dir: Path,
-          chars: Vocab, words: Vocab, model: BiDAF, cache: Any, opt: Any):
+          chars: TokenIds, words: TokenIds, model: BiDAF, cache: Any, opt: Any):
     """`fit` with BiDAF's batches, loss and dev score (CMRC F1); the best model is saved to run_dir/model."""
     from tasks.common.trainer import FitConfig, TaskHooks, fit
 
@@ -208,7 +209,7 @@ def train(cfg: BidafConfig, cfg_dict: dict[str, Any], splits: dict[str, Split], 
         hparams={k: v for k, v in cfg_dict.items() if k in HPARAMS}))
 
 
-def score_test(cfg: BidafConfig, run_dir: Path, test: Split, chars: Vocab, words: Vocab, model: BiDAF,
+def score_test(cfg: BidafConfig, run_dir: Path, test: Split, chars: TokenIds, words: TokenIds, model: BiDAF,
          cache: Any) -> tuple[dict[str, Any], float]:
     """Test scores of the best checkpoint (reloaded from disk: also checks the saved folder is complete);
     the answers go to run_dir/test_predictions.json."""

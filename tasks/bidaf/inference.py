@@ -9,8 +9,9 @@ from typing import Any, Sequence
 import paddle
 
 from elmo_paddle.runtime import to_tensors
+from elmo_paddle.vocab import TokenIds
 
-from .data import Feature, QAExample, Vocab, encode_batch
+from .data import Feature, QAExample, encode_batch
 from .decode import best_spans
 
 
@@ -22,7 +23,7 @@ def elmo_inputs(feats: Sequence[Feature], cache: Any) -> tuple[Any, Any]:
 
 
 def predict_features(model: paddle.nn.Layer, examples: Sequence[QAExample], feats: Sequence[Feature],
-                     chars: Vocab, words: Vocab, batch_size: int = 64, max_answer_len: int = 64,
+                     chars: TokenIds, words: TokenIds, batch_size: int = 64, max_answer_len: int = 64,
                      elmo_cache: Any = None) -> dict[str, str]:
     """{qid: answer text cut from the original context}, best span over all windows of each question."""
     by_id = {e.qid: e for e in examples}

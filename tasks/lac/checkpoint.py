@@ -8,7 +8,9 @@ from typing import Any
 from elmo_paddle.errors import UserError
 from tasks.common.run import build_elmo
 
-from .batching import Vocab
+from elmo_paddle.vocab import TokenIds
+
+from .batching import char_vocab_from_json
 from .model import LacTagger
 
 FILES = ("model.safetensors", "config.json", "vocab.json", "tags.json")
@@ -25,7 +27,7 @@ def build_tagger(cfg: dict[str, Any], vocab_size: int, num_tags: int, elmo=None)
                      elmo=elmo, elmo_at_output=cfg["elmo_at_output"])
 
 
-def save_model(out_dir: Path, model: LacTagger, cfg: dict[str, Any], vocab: Vocab, tags: list[str]) -> None:
+def save_model(out_dir: Path, model: LacTagger, cfg: dict[str, Any], vocab: TokenIds, tags: list[str]) -> None:
     """Write the four files; weights via safetensors (frozen biLM weights are not copied)."""
     from safetensors.paddle import save_file
 
@@ -33,11 +35,11 @@ def save_model(out_dir: Path, model: LacTagger, cfg: dict[str, Any], vocab: Voca
     save_file({k: v.detach().contiguous() for k, v in model.trainable_state().items()},
               str(out_dir / "model.safetensors"))
     (out_dir / "config.json").write_text(json.dumps(cfg, indent=1, ensure_ascii=False), encoding="utf-8")
-    (out_dir / "vocab.json").write_text(json.dumps(vocab.items, ensure_ascii=False), encoding="utf-8")
+    (out_dir / "vocab.json").write_text(json.dumps(vocab.itos, ensure_ascii=False), encoding="utf-8")
     (out_dir / "tags.json").write_text(json.dumps(tags, ensure_ascii=False), encoding="utf-8")
 
 
-def load_model(model_dir: str | Path, elmo=None) -> tuple[LacTagger, dict[str, Any], Vocab, list[str]]:
+def load_model(model_dir: str | Path, elmo=None) -> tuple[LacTagger, dict[str, Any], TokenIds, list[str]]:
     """Load a saved tagger (eval mode); a missing/incomplete dir is a UserError naming what is missing."""
     from safetensors.paddle import load_file
 
@@ -48,7 +50,7 @@ def load_model(model_dir: str | Path, elmo=None) -> tuple[LacTagger, dict[str, A
                         "train one with python -m tasks.lac.finetune (it saves runs/lac/<run>/best)")
     try:
         cfg = json.loads((d / "config.json").read_text(encoding="utf-8"))
-        vocab = Vocab(json.loads((d / "vocab.json").read_text(encoding="utf-8")))
+        vocab = char_vocab_from_json(json.loads((d / "vocab.json").read_text(encoding="utf-8")), str(d / "vocab.json"))
         tags = json.loads((d / "tags.json").read_text(encoding="utf-8"))
         weights = load_file(str(d / "model.safetensors"))
     except (ValueError, OSError) as e:

@@ -152,14 +152,14 @@ def build(cfg: LacConfig, train: list[Example], tags: list[str]):
     """Character vocabulary, tagger (+ frozen-ELMo layer cache) and optimizer, seeded by the run's seed."""
     import paddle
 
-    from .batching import Vocab
+    from .batching import char_vocab
     from .checkpoint import build_tagger
 
     if cfg.threads > 0:
         set_threads(cfg.threads)
     paddle.set_device("cpu") if not paddle.is_compiled_with_cuda() else None
     seed_everything(cfg.seed)
-    vocab = Vocab.build((e.chars for e in train), cfg.min_char_freq)
+    vocab = char_vocab((e.chars for e in train), cfg.min_char_freq)
     model = build_tagger(to_dict(cfg), len(vocab), len(tags))
     cache = None
     if model.elmo is not None and cfg.elmo_cache_mb > 0:
