@@ -100,7 +100,11 @@ class AttentionFlow(nn.Layer):
 
 
 class BiDAF(nn.Layer):
-    """The full network; `forward(batch, elmo_layers)` -> (start_logits, end_logits), both [B,T] masked."""
+    """The full network; `forward(batch, c_layers, q_layers)` -> (start_logits, end_logits), both [B,T] masked.
+
+    `c_layers`/`q_layers` are the cached frozen biLM layers of context and question (`ElmoLayerCache`,
+    float [B, L, T, D]); required when the network has ELMo, else left out.
+    """
 
     def __init__(self, sizes: ModelSizes, elmo: Any = None):
         super().__init__()
