@@ -150,9 +150,22 @@ def load_splits(cfg: BidafConfig, data_dir: str | None) -> dict[str, Split]:
     return splits
 
 
-def build(cfg: BidafConfig, train: list[Feature]) -> tuple[TokenIds, TokenIds, BiDAF, Any, Any]:
-    """Vocabularies from the training windows only (test text never shapes the model), network, ELMo cache,
-    optimizer."""
+@dataclass
+class Reader:
+    """What a run trains and scores with: the vocabularies, the network and its frozen-ELMo layer cache."""
+
+    chars: TokenIds
+    words: TokenIds
+    model: BiDAF
+    cache: Any = None
+
+    def answers(self, model: BiDAF, split: Split, cfg: BidafConfig) -> dict[str, str]:
+        return predict_features(model, split.examples, split.features, self.chars, self.words, cfg.eval_batch_size,
+                                cfg.max_answer_len, self.cache)
+
+
+def build(cfg: BidafConfig, train: list[Feature]) -> Reader:
+    """Vocabularies from the training windows only (test text never shapes the model), network, ELMo cache."""
     chars = build_vocab([f.c_chars + f.q_chars for f in train])
     # a word broadcast to its n characters counts once, not n times
     words = build_vocab([word_sequence(f.c_words) + word_sequence(f.q_words) for f in train],
@@ -162,22 +175,21 @@ def build(cfg: BidafConfig, train: list[Feature]) -> tuple[TokenIds, TokenIds, B
     if model.elmo is not None:
         from .elmo_cache import ElmoLayerCache
         cache = ElmoLayerCache(model.elmo, cfg.elmo_cache_mb, cache_dir=cfg.elmo_cache_dir)
-    opt = build_optimizer(model, cfg.lr, cfg.grad_clip)
-    params = [p for p in model.parameters() if not p.stop_gradient]
-    print(f"model: {sum(int(np.prod(p.shape)) for p in params):,} trainable parameters; "
-          f"vocab {len(chars)} chars, {len(words)} words", file=sys.stderr)
-    return chars, words, model, cache, opt
+    return Reader(chars, words, model, cache)
 
 
 HPARAMS = ("train_fraction", "seed", "hidden", "char_dim", "word_dim", "dropout", "lr", "batch_size", "epochs",
            "max_context_len", "elmo_model", "elmo_gamma", "elmo_dropout", "elmo_at_modeling", "elmo_l2")
 
 
-def train(cfg: BidafConfig, cfg_dict: dict[str, Any], splits: dict[str, Split], run_dir: Path,
-          chars: TokenIds, words: TokenIds, model: BiDAF, cache: Any, opt: Any):
+def train(cfg: BidafConfig, cfg_dict: dict[str, Any], splits: dict[str, Split], run_dir: Path, reader: Reader):
     """`fit` with BiDAF's batches, loss and dev score (CMRC F1); the best model is saved to run_dir/model."""
     from tasks.common.trainer import FitConfig, TaskHooks, fit
 
+    opt = build_optimizer(reader.model, cfg.lr, cfg.grad_clip)
+    params = [p for p in reader.model.parameters() if not p.stop_gradient]
+    print(f"model: {sum(int(np.prod(p.shape)) for p in params):,} trainable parameters; "
+          f"vocab {len(reader.chars)} chars, {len(reader.words)} words", file=sys.stderr)
     train_f, dev = splits["train"].features, splits["dev"]
 
     def train_batches(epoch: int):
@@ -185,35 +197,32 @@ def train(cfg: BidafConfig, cfg_dict: dict[str, Any], splits: dict[str, Split], 
         random.Random(cfg.seed * 1000 + epoch).shuffle(order)
         for b in range(0, len(order), cfg.batch_size):
             fb = [train_f[i] for i in order[b:b + cfg.batch_size]]
-            yield fb, to_tensors(encode_batch(fb, chars, words))
+            yield fb, to_tensors(encode_batch(fb, reader.chars, reader.words))
 
     def loss_fn(m: BiDAF, batch) -> paddle.Tensor:
         fb, tensors = batch
-        return m.loss(tensors, *elmo_inputs(fb, cache))
+        return m.loss(tensors, *elmo_inputs(fb, reader.cache))
 
     dev_refs = references(dev.examples)
 
     def evaluate(m: BiDAF) -> dict[str, float]:
-        preds = predict_features(m, dev.examples, dev.features, chars, words, cfg.eval_batch_size,
-                                 cfg.max_answer_len, cache)
-        r = evaluate_predictions(dev_refs, preds)
+        r = evaluate_predictions(dev_refs, reader.answers(m, dev, cfg))
         return {"f1": r["f1"], "em": r["em"]}
 
     def save_best(m: BiDAF, metrics: dict[str, float]) -> None:
-        checkpoint.save_model(m, run_dir / "model", chars, words, cfg_dict)
+        checkpoint.save_model(m, run_dir / "model", reader.chars, reader.words, cfg_dict)
 
     hooks = TaskHooks(train_batches, loss_fn, evaluate, save_best=save_best, batch_size_of=lambda b: len(b[0]))
-    return fit(model, opt, hooks, FitConfig(
+    return fit(reader.model, opt, hooks, FitConfig(
         run_dir, metric="f1", epochs=cfg.epochs, max_steps=cfg.max_steps, eval_every=cfg.eval_every,
         patience=cfg.patience, desc=f"bidaf {cfg_dict['run_name']}",
         hparams={k: v for k, v in cfg_dict.items() if k in HPARAMS}))
 
 
-def score_test(cfg: BidafConfig, run_dir: Path, test: Split, chars: TokenIds, words: TokenIds, model: BiDAF,
-         cache: Any) -> tuple[dict[str, Any], float]:
+def score_test(cfg: BidafConfig, run_dir: Path, test: Split, reader: Reader) -> tuple[dict[str, Any], float]:
     """Test scores of the best checkpoint (reloaded from disk: also checks the saved folder is complete);
     the answers go to run_dir/test_predictions.json."""
-    model_dir = run_dir / "model"
+    model_dir, model = run_dir / "model", reader.model
     if model.elmo is None:
         best_model = checkpoint.load_model(model_dir)[0]
     else:  # same Elmo instance: reload only the trainable weights
@@ -221,8 +230,7 @@ def score_test(cfg: BidafConfig, run_dir: Path, test: Split, chars: TokenIds, wo
         model.set_state_dict(load_file(str(model_dir / "model.safetensors")))
         best_model = model
     t0 = time.time()
-    preds = predict_features(best_model, test.examples, test.features, chars, words, cfg.eval_batch_size,
-                             cfg.max_answer_len, cache)
+    preds = reader.answers(best_model, test, cfg)
     seconds = time.time() - t0
     (run_dir / "test_predictions.json").write_text(json.dumps(preds, ensure_ascii=False, indent=1), encoding="utf-8")
     return evaluate_predictions(references(test.examples), preds), seconds
@@ -235,11 +243,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_name = cfg.run_name or f"{'elmo' if cfg.elmo_model else 'base'}-s{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = Path(cfg.runs_dir) / run_name
     splits = load_splits(cfg, data_dir)
-    chars, words, model, cache, opt = build(cfg, splits["train"].features)
+    reader = build(cfg, splits["train"].features)
     cfg_dict = to_dict(cfg)
     cfg_dict["run_name"] = run_name
-    res = train(cfg, cfg_dict, splits, run_dir, chars, words, model, cache, opt)
-    scores, test_seconds = score_test(cfg, run_dir, splits["test"], chars, words, model, cache)
+    res = train(cfg, cfg_dict, splits, run_dir, reader)
+    scores, test_seconds = score_test(cfg, run_dir, splits["test"], reader)
     metrics = {
         "test": scores, "test_file": str(_resolve(cfg.test_file, data_dir)), "dev_best": res.best,
         "best_step": res.best_step, "steps": res.steps, "train_seconds": round(res.train_seconds, 1),
@@ -247,7 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "train_windows": len(splits["train"].features),
         "data": {**{name: s.stats.as_dict() for name, s in splits.items()},
                  "windows": {name: s.windows for name, s in splits.items()}},
-        "elmo_cache": cache.report() if cache is not None else None,
+        "elmo_cache": reader.cache.report() if reader.cache is not None else None,
         "config": cfg_dict, "dev_history": res.history,
     }
     write_metrics(run_dir, metrics)

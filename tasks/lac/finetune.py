@@ -19,6 +19,7 @@ from typing import Any, Optional
 from elmo_paddle.config import to_dict
 from elmo_paddle.errors import UserError, cli
 from elmo_paddle.runtime import set_threads
+from elmo_paddle.vocab import TokenIds
 from tasks.common.run import (COMMON_FLAGS, build_optimizer, check_train_fraction, load_run_config, run_parser,
                               seed_everything, write_metrics)
 
@@ -126,7 +127,7 @@ def elmo_input(model, tokens, cache=None):
 class Scorer:
     """Chunk metrics of Viterbi decoding over a list of examples (dev during training, then test or train)."""
 
-    vocab: Any
+    vocab: TokenIds
     tags: list[str]
     batch_size: int
     segmentation: bool
@@ -149,7 +150,8 @@ class Scorer:
 
 
 def build(cfg: LacConfig, train: list[Example], tags: list[str]):
-    """Character vocabulary, tagger (+ frozen-ELMo layer cache) and optimizer, seeded by the run's seed."""
+    """Paddle's threads and the seeds first, then the character vocabulary, tagger (+ frozen-ELMo layer cache)
+    and optimizer."""
     import paddle
 
     from .batching import char_vocab
