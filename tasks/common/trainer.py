@@ -1,8 +1,8 @@
 """The one training loop both task adapters (LAC, BiDAF) use.
 
-It owns what every task run needs and nothing task-specific: epochs/steps, gradient clipping, periodic
-dev evaluation, keeping the best checkpoint by a dev metric, early stopping, VisualDL scalars and hparams,
-a tqdm progress bar, and a NaN guard.  The task supplies the model, the optimizer and its `TaskHooks`
+It owns what every task run needs and nothing task-specific: epochs/steps, periodic dev evaluation, keeping
+the best checkpoint by a dev metric, early stopping, VisualDL scalars and hparams, a tqdm progress bar, and a
+NaN guard (gradient clipping is the optimizer's: `tasks.common.run.build_optimizer`).  The task supplies the model, the optimizer and its `TaskHooks`
 (batches, loss, dev evaluation); `FitConfig` says how long to train and when to evaluate and stop.
 """
 from __future__ import annotations
