@@ -1,6 +1,9 @@
-"""Token vocabulary: built from a corpus with min-count / max-size, saved next to the model as JSON.
+"""Token vocabularies: `TokenIds` (token <-> id with padding and unknown ids) and the biLM's `Vocab` built on it.
 
-A vocab can also carry a character vocabulary, for biLMs whose token layer is a char-CNN over the characters
+The task vocabularies (LAC's characters, BiDAF's characters and words) are plain `TokenIds`; they are ranked the
+same way as the biLM's (count, then token) by `ranked_tokens`.
+
+A biLM vocab can also carry a character vocabulary, for biLMs whose token layer is a char-CNN over the characters
 of each token (`token_encoder: char_cnn`, mostly with `word` units): then a token of any spelling, also one
 outside the token vocab, gets an input vector from its characters.
 """
@@ -12,7 +15,7 @@ from collections import Counter
 
 import numpy as np
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from .errors import UserError
 
@@ -22,19 +25,77 @@ SPECIALS = (PAD, BOS, EOS, UNK)  # fixed ids 0..3: PAD=0 so zero-padding is padd
 CHAR_SPECIALS = ("<pad>", "<bow>", "<eow>", "<bos>", "<eos>", "<unk>")
 
 
-class Vocab:
-    """Maps tokens to ids.  Ids 0-3 are `<PAD> <S> </S> <UNK>`; the rest are sorted by count, then token."""
+def count_tokens(token_lists: Iterable[Iterable[str] | Mapping[str, int]]) -> Counter[str]:
+    """Token counts over token sequences (a string counts its characters) or token -> count mappings."""
+    counter: Counter[str] = Counter()
+    for toks in token_lists:
+        counter.update(toks)
+    return counter
 
-    def __init__(self, tokens: Sequence[str], unit: str = "char", counts: dict[str, int] | None = None,
-                 chars: Sequence[str] | None = None):
-        if list(tokens[:4]) != list(SPECIALS):
-            raise UserError(f"vocab must start with {SPECIALS}, got {list(tokens[:4])}")
+
+def ranked_tokens(counts: Mapping[str, int], specials: Sequence[str], min_count: int = 1,
+                  max_size: int | None = None) -> list[str]:
+    """`specials`, then the tokens counted at least `min_count` times, most frequent first (ties: by token);
+    with `max_size`, at most that many entries in all."""
+    kept = sorted((t for t, c in counts.items() if c >= min_count and t not in specials),
+                  key=lambda t: (-counts[t], t))
+    if max_size is not None:
+        kept = kept[: max(0, max_size - len(specials))]
+    return list(specials) + kept
+
+
+class TokenIds:
+    """Token <-> id table: the special tokens first (padding at id 0), unknown tokens map to `unk`'s id."""
+
+    pad_id = 0
+
+    def __init__(self, tokens: Sequence[str], specials: Sequence[str] = (PAD, UNK), unk: str = UNK):
+        if list(tokens[:len(specials)]) != list(specials):
+            raise UserError(f"vocab must start with {tuple(specials)}, got {list(tokens[:len(specials)])}")
         if len(set(tokens)) != len(tokens):
             raise UserError("vocab has duplicate tokens")
         self.itos = list(tokens)
         self.stoi = {t: i for i, t in enumerate(self.itos)}
+        self.unk_id = self.stoi[unk]
+
+    def __len__(self) -> int:
+        return len(self.itos)
+
+    def __contains__(self, tok: str) -> bool:
+        return tok in self.stoi
+
+    def encode(self, tokens: Iterable[str]) -> list[int]:
+        """Token ids (a string encodes its characters); unknown tokens map to the unknown id."""
+        get, unk = self.stoi.get, self.unk_id
+        return [get(t, unk) for t in tokens]
+
+    def decode(self, ids: Iterable[int]) -> list[str]:
+        return [self.itos[i] for i in ids]
+
+
+def build_token_ids(token_lists: Iterable[Iterable[str]], min_count: int = 1, max_size: int | None = None,
+                    specials: Sequence[str] = (PAD, UNK), unk: str = UNK) -> TokenIds:
+    """A task vocabulary: `specials`, then the tokens of `token_lists` seen `min_count`+ times, most frequent
+    first, at most `max_size` entries in all."""
+    return TokenIds(ranked_tokens(count_tokens(token_lists), specials, min_count, max_size), specials, unk)
+
+
+def token_ids_from_json(tokens: Any, where: str, specials: Sequence[str] = (PAD, UNK), unk: str = UNK) -> TokenIds:
+    """A task vocabulary saved as its JSON token list; anything else is a UserError naming `where`."""
+    if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
+        raise UserError(f"{where}: not a valid vocab (must be a list of tokens starting with {', '.join(specials)})")
+    try:
+        return TokenIds(tokens, specials, unk)
+    except UserError as e:
+        raise UserError(f"{where}: not a valid vocab ({e})") from None
+
+
+class Vocab(TokenIds):
+    """The biLM's vocab.  Ids 0-3 are `<PAD> <S> </S> <UNK>`; the rest are sorted by count, then token."""
+
+    def __init__(self, tokens: Sequence[str], unit: str = "char", chars: Sequence[str] | None = None):
+        super().__init__(tokens, SPECIALS, UNK)
         self.unit = unit
-        self.counts = counts or {}
         self.chars: list[str] | None = None
         self.char_stoi: dict[str, int] = {}
         if chars is not None:
@@ -44,20 +105,6 @@ class Vocab:
             self.char_stoi = {c: i for i, c in enumerate(self.chars)}
 
     pad_id, bos_id, eos_id, unk_id = 0, 1, 2, 3
-
-    def __len__(self) -> int:
-        return len(self.itos)
-
-    def __contains__(self, tok: str) -> bool:
-        return tok in self.stoi
-
-    def encode(self, tokens: Iterable[str]) -> list[int]:
-        """Token ids; unknown tokens map to `<UNK>`."""
-        get, unk = self.stoi.get, self.unk_id
-        return [get(t, unk) for t in tokens]
-
-    def decode(self, ids: Iterable[int]) -> list[str]:
-        return [self.itos[i] for i in ids]
 
     # ------------------------------------------------------------------ characters (char-CNN token layer)
     def char_ids(self, token: str, max_chars: int) -> list[int]:
@@ -101,15 +148,11 @@ class Vocab:
         `with_chars`: also keep the characters seen at least `min_count` times in all training tokens
         (counted over every token, not only the kept ones) as the character vocabulary.
         """
-        counter: Counter[str] = Counter()
-        for toks in token_lists:
-            counter.update(toks)
+        counter = count_tokens(token_lists)
         for s in SPECIALS:
             counter.pop(s, None)
-        kept = sorted((t for t, c in counter.items() if c >= min_count), key=lambda t: (-counter[t], t))
-        if max_size is not None:
-            kept = kept[: max(0, max_size - len(SPECIALS))]
-        if not kept:
+        tokens = ranked_tokens(counter, SPECIALS, min_count, max_size)
+        if len(tokens) == len(SPECIALS):
             raise UserError(f"vocab is empty: no token occurs {min_count}+ times in the training text")
         chars = None
         if with_chars:
@@ -117,9 +160,8 @@ class Vocab:
             for t, c in counter.items():
                 for ch in t:
                     char_counts[ch] += c
-            chars = list(CHAR_SPECIALS) + sorted((ch for ch, c in char_counts.items() if c >= min_count),
-                                                 key=lambda ch: (-char_counts[ch], ch))
-        return cls(list(SPECIALS) + kept, unit, {t: counter[t] for t in kept}, chars)
+            chars = ranked_tokens(char_counts, CHAR_SPECIALS, min_count)
+        return cls(tokens, unit, chars)
 
     def to_json(self) -> dict:
         data = {"unit": self.unit, "tokens": self.itos}

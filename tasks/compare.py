@@ -2,7 +2,8 @@
 
 Reads every `runs/<task>/<run>/metrics.json` (written by the task finetune commands) and `history.json`
 (the dev curve), groups runs by task, training fraction and variant (baseline / +ELMo, from the run's
-config), and reports mean ± sample standard deviation over seeds with the +ELMo - baseline delta.
+config), and reports mean ± sample standard deviation over seeds with the +ELMo - baseline delta.  Both tasks
+write their scores as percentages under the same lowercase names, so nothing here depends on the task.
 """
 from __future__ import annotations
 
@@ -15,12 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from elmo_paddle.errors import UserError, cli
+from tasks.common.run import SCORE_SCALE
 
-# metrics shown per task, in this order (keys of metrics.json's "test"); scores in 0-1 are shown x100
-TASK_METRICS = {
-    "lac": ["f1", "seg_f1", "PER_f1", "LOC_f1", "ORG_f1", "TIME_f1"],
-    "bidaf": ["F1", "EM"],
-}
+# metrics shown, in this order, where a run has them (keys of metrics.json's "test", scores 0-100)
+METRICS = ["f1", "em", "seg_f1", "PER_f1", "LOC_f1", "ORG_f1", "TIME_f1"]
+CURVE_METRIC = "f1"  # dev curves and learning curves
 
 
 def load_runs(root: Path) -> list[dict[str, Any]]:
@@ -34,6 +34,10 @@ def load_runs(root: Path) -> list[dict[str, Any]]:
             continue
         if "test" not in data:
             continue  # e.g. an --overfit run
+        if data.get("score_scale") != SCORE_SCALE:
+            print(f"warning: {m} was written before task scores were percentages under one set of names; "
+                  "skipped (rerun that run)", file=sys.stderr)
+            continue
         cfg = data.get("config", {})
         hist_file = m.parent / "history.json"
         hist = json.loads(hist_file.read_text()).get("history", []) if hist_file.is_file() else []
@@ -67,19 +71,6 @@ def _label_protocols(runs: list[dict[str, Any]]) -> None:
             r["protocol"] = ", ".join(f"{k}={r['config'].get(k)}" for k in varying)
 
 
-# multiplier that puts each task's scores on a 0-100 scale (LAC's metrics are fractions, CMRC's percentages)
-TASK_SCALE = {"lac": 100.0, "bidaf": 1.0}
-
-
-def _scaler(task: str, runs: list[dict[str, Any]]):
-    if task in TASK_SCALE:
-        k = TASK_SCALE[task]
-    else:  # unknown task: fractions if every score is within [0, 1]
-        vals = [v for r in runs if r["task"] == task for v in r["test"].values() if isinstance(v, (int, float))]
-        k = 100.0 if vals and all(abs(v) <= 1.0 for v in vals) else 1.0
-    return lambda v: k * v
-
-
 def _fmt(vals: list[float]) -> str:
     if not vals:
         return "–"
@@ -96,20 +87,19 @@ def make_table(runs: list[dict[str, Any]]) -> str:
     lines = ["| task | train fraction | metric | baseline | +ELMo | Δ (+ELMo − baseline) | seeds (base/+ELMo) | train s (base/+ELMo) |",
              "|---|---|---|---|---|---|---|---|"]
     for (task, frac, protocol) in sorted(groups):
-        _scale = _scaler(task, runs)
         g = groups[(task, frac, protocol)]
         biLMs = sorted({str(r["config"].get("elmo_model")) for r in g.get("+ELMo", [])})
         if len(biLMs) > 1:
             print(f"warning: {task} {frac:g}: the +ELMo runs use {len(biLMs)} different biLMs "
                   f"({', '.join(biLMs)}); their scores are averaged together", file=sys.stderr)
         where = f"{frac:g}" + (f" ({protocol})" if protocol else "")
-        metrics = [k for k in TASK_METRICS.get(task, []) if any(k in r["test"] for v in g.values() for r in v)]
+        metrics = [k for k in METRICS if any(k in r["test"] for v in g.values() for r in v)]
         if not metrics:
             metrics = sorted({k for v in g.values() for r in v for k, x in r["test"].items()
                               if isinstance(x, (int, float))})
         for k in metrics:
-            b = [_scale(r["test"][k]) for r in g.get("baseline", []) if k in r["test"]]
-            e = [_scale(r["test"][k]) for r in g.get("+ELMo", []) if k in r["test"]]
+            b = [r["test"][k] for r in g.get("baseline", []) if k in r["test"]]
+            e = [r["test"][k] for r in g.get("+ELMo", []) if k in r["test"]]
             delta = f"{statistics.mean(e) - statistics.mean(b):+.2f}" if b and e else "–"
             ts = "/".join(f"{statistics.mean([r['train_seconds'] for r in g.get(v, [])]):.0f}"
                           if g.get(v) and all(r["train_seconds"] is not None for r in g[v]) else "–"
@@ -129,13 +119,12 @@ def make_plots(runs: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     written = []
     colours = {"baseline": "tab:blue", "+ELMo": "tab:red"}
     for task in sorted({r["task"] for r in runs}):
-        _scale = _scaler(task, runs)
         tr = [r for r in runs if r["task"] == task]
-        key = "f1" if task == "lac" else "F1"
+        key = CURVE_METRIC
         fig, ax = plt.subplots(figsize=(7, 4.5))
         seen = set()
         for r in tr:
-            pts = [(h["step"], _scale(h[key])) for h in r["history"] if key in h]
+            pts = [(h["step"], h[key]) for h in r["history"] if key in h]
             if not pts:
                 continue
             label = f"{r['variant']} (fraction {r['fraction']:g})"
@@ -161,7 +150,7 @@ def make_plots(runs: list[dict[str, Any]], out_dir: Path) -> list[Path]:
                 continue
             means, sds = [], []
             for f in fr:
-                v = [_scale(r["test"][key]) for r in tr if r["variant"] == variant and r["fraction"] == f
+                v = [r["test"][key] for r in tr if r["variant"] == variant and r["fraction"] == f
                      and key in r["test"]]
                 means.append(statistics.mean(v))
                 sds.append(statistics.stdev(v) if len(v) > 1 else 0.0)
@@ -197,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.output or root)
     out.mkdir(parents=True, exist_ok=True)
     table = make_table(runs)
-    (out / "comparison.md").write_text("# Baseline vs +ELMo\n\nScores ×100 on each task's test split; "
+    (out / "comparison.md").write_text("# Baseline vs +ELMo\n\nScores (0-100) on each task's test split; "
                                        "mean ± sd over seeds.\n\n" + table, encoding="utf-8")
     print(table)
     if not args.no_plots:

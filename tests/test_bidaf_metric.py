@@ -40,7 +40,7 @@ def test_segmentation_and_lcs():
 
 def test_missing_predictions_count_zero_and_skip():
     r = evaluate_predictions({"a": ["北京"], "b": ["上海"]}, {"a": "北京"})
-    assert r == {"AVERAGE": 50.0, "F1": 50.0, "EM": 50.0, "TOTAL": 2, "SKIP": 1}
+    assert r == {"average": 50.0, "f1": 50.0, "em": 50.0, "total": 2, "skip": 1}
 
 
 def _dataset(tmp_path: Path) -> Path:
@@ -59,8 +59,8 @@ def test_evaluate_cli(tmp_path, capsys):
     preds.write_text(json.dumps({"Q1": "北京"}, ensure_ascii=False), encoding="utf-8")
     assert evaluate_main([str(ds), str(preds)]) == 0
     out = json.loads(capsys.readouterr().out.strip())
-    assert out == {"AVERAGE": pytest.approx((100 / 3 + 0) / 2, abs=1e-3), "F1": pytest.approx(100 / 3, abs=1e-3),
-                   "EM": 0.0, "TOTAL": 2, "SKIP": 1}
+    assert out == {"average": pytest.approx((100 / 3 + 0) / 2, abs=1e-3), "f1": pytest.approx(100 / 3, abs=1e-3),
+                   "em": 0.0, "total": 2, "skip": 1}
 
 
 def test_evaluate_cli_bad_input_is_one_line(tmp_path):

@@ -12,12 +12,14 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 import pytest
 
+import tasks.bidaf.checkpoint as checkpoint
 import tasks.bidaf.finetune as finetune
+from elmo_paddle.runtime import to_tensors
 from tasks.bidaf.checkpoint import load_model, save_model, trainable_state
-from tasks.bidaf.data import QAExample, Vocab, encode_batch, make_features
+from tasks.bidaf.data import QAExample, build_vocab, encode_batch, make_features
+from tasks.bidaf.inference import predict_features
 from tasks.bidaf.model import BiDAF, ModelSizes
 from tasks.bidaf.predict import main as predict_main
-from tasks.bidaf.predict import predict_features, to_tensors
 
 
 class FakeElmo(nn.Layer):
@@ -73,8 +75,8 @@ def _examples(n: int, seed: int = 0) -> list[QAExample]:
 
 def _setup(examples, elmo=None, at_modeling=False):
     feats = make_features(examples, 400, 300, 64, train=True)
-    chars = Vocab.build([f.c_chars + f.q_chars for f in feats])
-    words = Vocab.build([f.c_words + f.q_words for f in feats])
+    chars = build_vocab([f.c_chars + f.q_chars for f in feats])
+    words = build_vocab([f.c_words + f.q_words for f in feats])
     sizes = ModelSizes(len(chars), len(words), 16, 16, 16, 0.0, elmo.output_dim if elmo else 0, at_modeling)
     return feats, chars, words, BiDAF(sizes, elmo)
 
@@ -114,7 +116,7 @@ def test_masked_logits_and_shapes():
 def test_elmo_mix_trains_and_bilm_stays_frozen(tmp_path, at_modeling):
     paddle.seed(0)
     from tasks.bidaf.elmo_cache import ElmoLayerCache
-    from tasks.bidaf.predict import elmo_inputs
+    from tasks.bidaf.inference import elmo_inputs
 
     elmo = FakeElmo(2 if at_modeling else 1)
     examples = _examples(4)
@@ -152,7 +154,7 @@ def test_finetune_and_predict_cli(tmp_path, monkeypatch, capsys, use_elmo):
         _write_split(d / f"cmrc2018_{name}.json", ex)
     extra = []
     if use_elmo:
-        monkeypatch.setattr(finetune, "build_elmo", lambda cfg: FakeElmo(2 if cfg.get("elmo_at_modeling") else 1))
+        monkeypatch.setattr(checkpoint, "build_elmo", lambda cfg: FakeElmo(2 if cfg.get("elmo_at_modeling") else 1))
         extra = ["--elmo-model", str(tmp_path), "elmo_at_modeling=true"]
     args = ["--data-dir", str(tmp_path / "data"), "--run-name", "t", "--max-steps", "2", "--epochs", "1",
             f"runs_dir={tmp_path / 'runs'}", "train_file=cmrc2018/cmrc2018_train.json",
@@ -161,7 +163,7 @@ def test_finetune_and_predict_cli(tmp_path, monkeypatch, capsys, use_elmo):
     assert finetune.main(args) == 0
     run = tmp_path / "runs" / "t"
     m = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
-    assert m["test"]["TOTAL"] == 4 and m["steps"] == 2 and "f1" in m["dev_best"] and m["train_seconds"] >= 0
+    assert m["test"]["total"] == 4 and m["steps"] == 2 and "f1" in m["dev_best"] and m["train_seconds"] >= 0
     assert set(json.loads((run / "test_predictions.json").read_text(encoding="utf-8"))) == {"q0", "q1", "q2", "q3"}
     for f in ("model.safetensors", "config.json", "vocab.json"):
         assert (run / "model" / f).is_file()
@@ -200,6 +202,6 @@ def test_finetune_with_real_elmo(tmp_path, tiny_model_dir):
             "test_file=cmrc2018/cmrc2018_dev.json", "hidden=8", "char_dim=8", "word_dim=8", "batch_size=3"]
     assert finetune.main(args) == 0
     m = json.loads((tmp_path / "runs" / "e" / "metrics.json").read_text(encoding="utf-8"))
-    assert m["test"]["TOTAL"] == 3 and m["elmo_cache"]["entries"] > 0
+    assert m["test"]["total"] == 3 and m["elmo_cache"]["entries"] > 0
     assert predict_main(["--model", str(tmp_path / "runs" / "e" / "model"), "--context", "北京 大学",
                          "--question", "哪里"]) == 0

@@ -10,18 +10,19 @@ def _run(root, task, name, elmo, frac, seed, test, hist):
     d = root / task / name
     d.mkdir(parents=True)
     cfg = {"elmo_model": "models/x" if elmo else None, "train_fraction": frac, "seed": seed}
-    (d / "metrics.json").write_text(json.dumps({"test": test, "config": cfg, "train_seconds": 10.0}))
+    (d / "metrics.json").write_text(json.dumps({"score_scale": "percent", "test": test, "config": cfg,
+                                                "train_seconds": 10.0}))
     (d / "history.json").write_text(json.dumps({"history": hist}))
 
 
 @pytest.fixture
 def runs(tmp_path):
-    for s, (b, e) in enumerate([(0.80, 0.84), (0.82, 0.85), (0.81, 0.86)]):
-        _run(tmp_path, "lac", f"base-s{s}", False, 0.2, s, {"f1": b, "seg_f1": b + 0.1},
-             [{"step": 10, "f1": b - 0.1}, {"step": 20, "f1": b}])
-        _run(tmp_path, "lac", f"elmo-s{s}", True, 0.2, s, {"f1": e, "seg_f1": e + 0.1},
-             [{"step": 10, "f1": e - 0.1}, {"step": 20, "f1": e}])
-    _run(tmp_path, "bidaf", "base-s0", False, 1.0, 0, {"F1": 50.0, "EM": 0.5}, [{"step": 5, "F1": 40.0}])
+    for s, (b, e) in enumerate([(80.0, 84.0), (82.0, 85.0), (81.0, 86.0)]):
+        _run(tmp_path, "lac", f"base-s{s}", False, 0.2, s, {"f1": b, "seg_f1": b + 10},
+             [{"step": 10, "f1": b - 10}, {"step": 20, "f1": b}])
+        _run(tmp_path, "lac", f"elmo-s{s}", True, 0.2, s, {"f1": e, "seg_f1": e + 10},
+             [{"step": 10, "f1": e - 10}, {"step": 20, "f1": e}])
+    _run(tmp_path, "bidaf", "base-s0", False, 1.0, 0, {"f1": 50.0, "em": 0.5}, [{"step": 5, "f1": 40.0}])
     return tmp_path
 
 
@@ -34,10 +35,10 @@ def test_table_means_sd_and_delta(runs):
     assert f"{statistics.mean(elmo):.2f} ± {statistics.stdev(elmo):.2f}" in row
     assert f"+{statistics.mean(elmo) - statistics.mean(base):.2f}" in row
     assert "3/3" in row
-    bidaf = next(line for line in table.splitlines() if "| bidaf |" in line and "| F1 |" in line)
+    bidaf = next(line for line in table.splitlines() if "| bidaf |" in line and "| f1 |" in line)
     assert "50.00 ± 0.00" in bidaf and "1/0" in bidaf
-    em = next(line for line in table.splitlines() if "| bidaf |" in line and "| EM |" in line)
-    assert "0.50 ± 0.00" in em  # CMRC scores are already percentages: a small EM is not a fraction
+    em = next(line for line in table.splitlines() if "| bidaf |" in line and "| em |" in line)
+    assert "0.50 ± 0.00" in em  # scores are percentages: a small em is not a fraction
 
 
 def test_cli_writes_table_and_plots(runs, capsys):
@@ -59,19 +60,29 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 
 
 def test_runs_of_different_protocols_are_not_averaged(tmp_path, capsys):
-    for s, (epochs, f1) in enumerate([(1, 0.5), (1, 0.52), (3, 0.7)]):
+    for s, (epochs, f1) in enumerate([(1, 50.0), (1, 52.0), (3, 70.0)]):
         d = tmp_path / "lac" / f"base-s{s}"
         d.mkdir(parents=True)
         cfg = {"elmo_model": None, "train_fraction": 0.2, "seed": s, "epochs": epochs, "run_name": d.name}
-        (d / "metrics.json").write_text(json.dumps({"test": {"f1": f1}, "config": cfg, "train_seconds": 1.0}))
+        (d / "metrics.json").write_text(json.dumps({"score_scale": "percent", "test": {"f1": f1}, "config": cfg,
+                                                    "train_seconds": 1.0}))
     for m in ("models/a", "models/b"):
         d = tmp_path / "lac" / f"elmo-{m[-1]}"
         d.mkdir(parents=True)
         cfg = {"elmo_model": m, "train_fraction": 0.2, "seed": 0, "epochs": 1, "run_name": d.name}
-        (d / "metrics.json").write_text(json.dumps({"test": {"f1": 0.6}, "config": cfg, "train_seconds": 1.0}))
+        (d / "metrics.json").write_text(json.dumps({"score_scale": "percent", "test": {"f1": 60.0}, "config": cfg,
+                                                    "train_seconds": 1.0}))
     table = make_table(load_runs(tmp_path))
     one = next(line for line in table.splitlines() if "| 0.2 (epochs=1) | f1 |" in line)
     three = next(line for line in table.splitlines() if "| 0.2 (epochs=3) | f1 |" in line)
     assert "51.00 ± 1.41" in one and "2/2" in one
     assert "70.00 ± 0.00" in three and "1/0" in three
     assert "2 different biLMs" in capsys.readouterr().err
+
+
+def test_runs_written_before_the_percent_scale_are_skipped(runs, capsys):
+    old = runs / "lac" / "old-s9"
+    old.mkdir()
+    (old / "metrics.json").write_text(json.dumps({"test": {"f1": 0.9}, "config": {"train_fraction": 0.2, "seed": 9}}))
+    assert all(r["name"] != "old-s9" for r in load_runs(runs))
+    assert "old-s9" in capsys.readouterr().err

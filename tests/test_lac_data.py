@@ -190,12 +190,12 @@ def test_chunk_metrics():
     m = ChunkMetrics()
     m.update(gold, pred)
     r = m.result()
-    assert r["precision"] == pytest.approx(3 / 5) and r["recall"] == pytest.approx(3 / 4)
-    assert r["seg_precision"] == pytest.approx(3 / 5) and r["PER_f1"] == 1.0 and r["LOC_f1"] == 0.0
+    assert r["precision"] == pytest.approx(60) and r["recall"] == pytest.approx(75)
+    assert r["seg_precision"] == pytest.approx(60) and r["PER_f1"] == 100.0 and r["LOC_f1"] == 0.0
     assert "TIME_f1" not in r
     # stray I- starts a chunk; O is outside
     assert chunks(["O", "PER-I", "PER-I", "O", "LOC-B"]) == [(1, 3, "PER"), (4, 5, "LOC")]
-    assert seg_prf([["中国", "人民"]], [["中", "国", "人民"]])["seg_recall"] == 0.5
+    assert seg_prf([["中国", "人民"]], [["中", "国", "人民"]])["seg_recall"] == 50.0
 
 
 def test_example_requires_aligned_tags():

@@ -28,7 +28,7 @@ def test_pipeline_tiny_end_to_end_and_idempotent(tmp_path):
             assert (runs / task / f"{variant}-f0.01-s1" / "metrics.json").is_file(), (task, variant)
     assert any((runs / "elmo").rglob("vdlrecords*"))  # the pretraining curves land beside the tasks' runs
     table = (runs / "comparison.md").read_text()
-    assert "| lac | 0.01 | f1 |" in table and "| bidaf | 0.01 | F1 |" in table
+    assert "| lac | 0.01 | f1 |" in table and "| bidaf | 0.01 | f1 |" in table
     for png in ("lac_dev_curves.png", "lac_learning_curve.png", "bidaf_dev_curves.png", "bidaf_learning_curve.png"):
         assert (runs / png).stat().st_size > 5000
     again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)

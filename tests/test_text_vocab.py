@@ -66,3 +66,17 @@ def test_vocab_build_min_count_max_size_roundtrip(tmp_path):
         Vocab.load(tmp_path / "bad.json")
     with pytest.raises(UserError, match="empty"):
         Vocab.build([list("abc")], min_count=5)
+
+
+def test_token_ids_for_tasks_rank_like_the_bilm_vocab():
+    from elmo_paddle.vocab import TokenIds, build_token_ids, token_ids_from_json
+
+    v = build_token_ids(["aab", "ba", "c"], specials=("<pad>", "<unk>"), unk="<unk>")  # strings: characters
+    assert v.itos == ["<pad>", "<unk>", "a", "b", "c"] and v.encode("abz") == [2, 3, 1] and v.unk_id == 1
+    w = build_token_ids([["x", "y", "y", "<PAD>"]], max_size=3)
+    assert w.itos == ["<PAD>", "<UNK>", "y"] and Vocab.build([["x", "y", "y"]]).itos[4:] == ["y", "x"]
+    assert token_ids_from_json(w.itos, "vocab.json").itos == w.itos
+    for bad in ({"tokens": []}, ["<UNK>", "<PAD>"], ["<PAD>", "<UNK>", "a", "a"]):
+        with pytest.raises(UserError, match="vocab.json"):
+            token_ids_from_json(bad, "vocab.json")
+    assert isinstance(Vocab.build([list("ab")]), TokenIds)

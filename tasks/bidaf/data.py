@@ -15,10 +15,8 @@ every window is scored and the best span over all windows wins.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -27,11 +25,9 @@ import numpy as np
 
 from elmo_paddle.errors import UserError
 from elmo_paddle.text import normalize_width
+from elmo_paddle.vocab import TokenIds, build_token_ids
 
 from .jsonio import read_json
-
-PAD, UNK = "<PAD>", "<UNK>"
-
 
 @dataclass
 class QAExample:
@@ -208,37 +204,10 @@ def word_sequence(per_char: Sequence[str]) -> list[str]:
     return [w for i, w in enumerate(per_char) if i == 0 or w != per_char[i - 1]]
 
 
-class Vocab:
-    """Token -> id with <PAD>=0, <UNK>=1; saved as JSON next to the model."""
-
-    def __init__(self, tokens: Sequence[str]):
-        self.itos = list(tokens)
-        self.stoi = {t: i for i, t in enumerate(self.itos)}
-
-    def __len__(self) -> int:
-        return len(self.itos)
-
-    def encode(self, toks: Iterable[str]) -> list[int]:
-        return [self.stoi.get(t, 1) for t in toks]
-
-    @classmethod
-    def build(cls, token_lists: Iterable[Sequence[str]], min_count: int = 1, max_size: int | None = None) -> "Vocab":
-        c: Counter[str] = Counter()
-        for toks in token_lists:
-            c.update(toks)
-        kept = sorted((t for t, n in c.items() if n >= min_count and t not in (PAD, UNK)), key=lambda t: (-c[t], t))
-        if max_size:
-            kept = kept[: max_size - 2]
-        return cls([PAD, UNK] + kept)
-
-    def to_json(self) -> list[str]:
-        return self.itos
-
-    @classmethod
-    def from_json(cls, tokens: Any, where: str) -> "Vocab":
-        if not isinstance(tokens, list) or tokens[:2] != [PAD, UNK]:
-            raise UserError(f"{where}: not a valid vocab (must be a list starting with {PAD}, {UNK})")
-        return cls(tokens)
+def build_vocab(token_lists: Iterable[Sequence[str]], min_count: int = 1, max_size: int | None = None) -> TokenIds:
+    """Token ids with <PAD>=0, <UNK>=1, then by count; saved as its JSON token list next to the model.
+    `max_size` 0 or None: no limit."""
+    return build_token_ids(token_lists, min_count, max_size or None)
 
 
 @dataclass
@@ -279,7 +248,7 @@ def make_features(examples: Sequence[QAExample], max_context_len: int, doc_strid
                   train: bool, stats: dict[str, int] | None = None) -> list[Feature]:
     """Window every example; for training keep one window holding the answer, for eval keep all windows.
 
-    Counted in `stats`: long_context (needed >1 window), answer_outside (training answer longer than a
+    Counted in `stats`: long_context (needed >1 window), answer_too_long (training answer longer than a
     window: dropped), no_span (training question without span: dropped), empty_question (dropped),
     question_truncated.
     """
@@ -324,7 +293,7 @@ def make_features(examples: Sequence[QAExample], max_context_len: int, doc_strid
     return feats
 
 
-def encode_batch(feats: Sequence[Feature], char_vocab: Vocab, word_vocab: Vocab) -> dict[str, np.ndarray]:
+def encode_batch(feats: Sequence[Feature], char_vocab: TokenIds, word_vocab: TokenIds) -> dict[str, np.ndarray]:
     """Pad a batch of features to numpy int64 arrays (0 = padding)."""
     B = len(feats)
     Tc = max(len(f.c_chars) for f in feats)
@@ -342,6 +311,3 @@ def encode_batch(feats: Sequence[Feature], char_vocab: Vocab, word_vocab: Vocab)
     out["end"] = np.array([f.end for f in feats], dtype="int64")
     return out
 
-
-def save_json(path: str | os.PathLike, obj: Any) -> None:
-    Path(path).write_text(json.dumps(obj, ensure_ascii=False, indent=1), encoding="utf-8")

@@ -2,8 +2,9 @@
 
   python -m tasks.bidaf.evaluate DATASET.json[.gz] PREDICTIONS.json
 
-Prints one JSON line {"AVERAGE", "F1", "EM", "TOTAL", "SKIP"} (scores 0-100).  Every question in the
-dataset counts; a question missing from PREDICTIONS scores 0 and is counted in SKIP.
+Prints one JSON line {"average", "f1", "em", "total", "skip"} (scores 0-100; the official script spells the
+keys in capitals).  Every question in the dataset counts; a question missing from PREDICTIONS scores 0 and is
+counted in skip.
 """
 from __future__ import annotations
 

@@ -8,7 +8,8 @@ Definition (followed line by line, quirks included, so numbers are comparable wi
   current non-CJK run ("a-b" -> "ab"), and the two-character '……' in the list never matches a single char;
 - F1 = harmonic mean of precision/recall of the longest common *contiguous* run of segments; EM = strings
   equal after punctuation removal; both take the max over the reference answers;
-- averages over all questions, 0-100; a question without a prediction scores 0 and counts in SKIP.
+- averages over all questions, 0-100; a question without a prediction scores 0 and counts in `skip`.
+The summary's keys are lowercase (the official script prints AVERAGE/F1/EM/TOTAL/SKIP), like LAC's metrics.
 """
 from __future__ import annotations
 
@@ -103,7 +104,7 @@ def em_score(answers: Iterable[str], prediction: str) -> float:
 
 
 def evaluate_predictions(references: Mapping[str, Sequence[str]], predictions: Mapping[str, Any]) -> dict[str, Any]:
-    """Official-style summary: {'AVERAGE','F1','EM','TOTAL','SKIP'} (scores 0-100, rounded to 3 places)."""
+    """Official summary as {'average','f1','em','total','skip'} (scores 0-100, rounded to 3 places)."""
     f1 = em = 0.0
     skip = 0
     for qid, answers in references.items():
@@ -116,5 +117,5 @@ def evaluate_predictions(references: Mapping[str, Sequence[str]], predictions: M
     total = len(references)
     f1 = 100.0 * f1 / total if total else 0.0
     em = 100.0 * em / total if total else 0.0
-    return {"AVERAGE": round((f1 + em) / 2, 3), "F1": round(f1, 3), "EM": round(em, 3),
-            "TOTAL": total, "SKIP": skip}
+    return {"average": round((f1 + em) / 2, 3), "f1": round(f1, 3), "em": round(em, 3),
+            "total": total, "skip": skip}

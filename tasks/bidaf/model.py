@@ -37,7 +37,13 @@ class ModelSizes:
 
 
 class Highway(nn.Layer):
-    """y = g * relu(W x) + (1 - g) * x, with g = sigmoid(W_g x)."""
+    """y = g * relu(W x) + (1 - g) * x, with g = sigmoid(W_g x).
+
+    The function of `elmo_paddle.bilm.Highway`, but not its parameters: that one fuses W and W_g into one
+    [d, 2d] Linear (another Xavier range and random draw order) and starts the gate bias at +1; this one has
+    two [d, d] Linears with zero biases.  Swapping them changes every BiDAF result (measured: even with this
+    initialisation copied into the fused layer, the weights drift by ~1e-4 within 14 steps).
+    """
 
     def __init__(self, dim: int, layers: int = 2):
         super().__init__()
@@ -94,7 +100,11 @@ class AttentionFlow(nn.Layer):
 
 
 class BiDAF(nn.Layer):
-    """The full network; `forward(batch, elmo_layers)` -> (start_logits, end_logits), both [B,T] masked."""
+    """The full network; `forward(batch, c_layers, q_layers)` -> (start_logits, end_logits), both [B,T] masked.
+
+    `c_layers`/`q_layers` are the cached frozen biLM layers of context and question (`ElmoLayerCache`,
+    float [B, L, T, D]); required when the network has ELMo, else left out.
+    """
 
     def __init__(self, sizes: ModelSizes, elmo: Any = None):
         super().__init__()

@@ -1,4 +1,4 @@
-"""Answer questions with a trained BiDAF: library function for the trainer, CLI for users.
+"""Answer questions with a trained BiDAF (the command; the answering itself is `inference.predict_features`).
 
   python -m tasks.bidaf.predict --model runs/bidaf/RUN/model --input questions.json [--output preds.json]
   python -m tasks.bidaf.predict --model runs/bidaf/RUN/model --context "..." --question "..."
@@ -10,52 +10,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, Sequence
-
-import numpy as np
-import paddle
+from typing import Sequence
 
 from elmo_paddle.errors import UserError, cli
 from elmo_paddle.text import normalize_width
 
-from .data import Feature, LoadStats, QAExample, Vocab, encode_batch, load_squad, make_features
-from .decode import best_spans
-
-
-def to_tensors(arrays: dict[str, np.ndarray]) -> dict[str, paddle.Tensor]:
-    return {k: paddle.to_tensor(v) for k, v in arrays.items()}
-
-
-def elmo_inputs(feats: Sequence[Feature], cache: Any) -> tuple[Any, Any]:
-    """Cached frozen biLM layers for the batch's contexts and questions (None, None without ELMo)."""
-    if cache is None:
-        return None, None
-    return cache([f.c_chars for f in feats]), cache([f.q_chars for f in feats])
-
-
-def predict_features(model: paddle.nn.Layer, examples: Sequence[QAExample], feats: Sequence[Feature],
-                     chars: Vocab, words: Vocab, batch_size: int = 64, max_answer_len: int = 64,
-                     elmo_cache: Any = None) -> dict[str, str]:
-    """{qid: answer text cut from the original context}, best span over all windows of each question."""
-    by_id = {e.qid: e for e in examples}
-    order = sorted(range(len(feats)), key=lambda i: len(feats[i].c_chars))  # similar lengths: less padding
-    best: dict[str, tuple[float, str]] = {}
-    was_training = model.training
-    model.eval()
-    with paddle.no_grad():
-        for b in range(0, len(order), batch_size):
-            fb = [feats[i] for i in order[b:b + batch_size]]
-            arrays = encode_batch(fb, chars, words)
-            s, e = model(to_tensors(arrays), *elmo_inputs(fb, elmo_cache))
-            # logits, not per-window probabilities, so scores of different windows are comparable
-            st, en, sc = best_spans(s.numpy(), e.numpy(), max_answer_len, arrays["c_len"])
-            for f, i, j, score in zip(fb, st, en, sc):
-                if f.qid not in best or score > best[f.qid][0]:
-                    ctx = by_id[f.qid].context
-                    best[f.qid] = (float(score), ctx[f.offset + int(i): f.offset + int(j) + 1].strip())
-    if was_training:
-        model.train()
-    return {q: a for q, (_, a) in best.items()}
+from .data import LoadStats, QAExample, load_squad, make_features
+from .inference import predict_features
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:

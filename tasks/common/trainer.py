@@ -1,9 +1,9 @@
 """The one training loop both task adapters (LAC, BiDAF) use.
 
-It owns what every task run needs and nothing task-specific: epochs/steps, gradient clipping, periodic
-dev evaluation, keeping the best checkpoint by a dev metric, early stopping, VisualDL scalars and hparams,
-a tqdm progress bar, and a NaN guard.  The task supplies the model, the batches, a loss function and an
-evaluation function.
+It owns what every task run needs and nothing task-specific: epochs/steps, periodic dev evaluation, keeping
+the best checkpoint by a dev metric, early stopping, VisualDL scalars and hparams, a tqdm progress bar, and a
+NaN guard (gradient clipping is the optimizer's: `tasks.common.run.build_optimizer`).  The task supplies the model, the optimizer and its `TaskHooks`
+(batches, loss, dev evaluation); `FitConfig` says how long to train and when to evaluate and stop.
 """
 from __future__ import annotations
 
@@ -16,6 +16,33 @@ from typing import Any, Callable, Iterable
 
 import paddle
 from tqdm import tqdm
+
+
+@dataclass
+class FitConfig:
+    """How a `fit` call trains, evaluates, stops and logs."""
+
+    run_dir: str | Path                  # VisualDL logs (`runs/<task>/<run-name>`) and history.json go here
+    metric: str = "f1"                   # key of the dev scores that selects the best checkpoint (higher is better)
+    epochs: int = 1
+    max_steps: int | None = None
+    eval_every: int = 0                  # evaluate every N steps; 0: once per epoch
+    log_every: int = 10                  # steps between train/* scalars
+    patience: int | None = None          # stop after this many evaluations without improvement (None: never)
+    stop_at: float | None = None         # stop once the dev metric reaches this (e.g. overfitting a tiny set)
+    desc: str = "train"                  # progress-bar label
+    hparams: dict[str, Any] | None = None  # VisualDL's hparams view (ELMo model, gamma, train fraction, seed...)
+
+
+@dataclass
+class TaskHooks:
+    """What the task supplies to `fit`."""
+
+    train_batches: Callable[[int], Iterable[Any]]           # epoch -> its batches (so the task can reshuffle)
+    loss: Callable[[paddle.nn.Layer, Any], paddle.Tensor]   # (model in train mode, batch) -> scalar loss
+    evaluate: Callable[[paddle.nn.Layer], dict[str, float]]  # model (eval mode, no_grad) -> dev scores
+    save_best: Callable[[paddle.nn.Layer, dict[str, float]], None] | None = None  # on each dev improvement
+    batch_size_of: Callable[[Any], int] | None = None       # examples in a batch, for the examples/s scalar
 
 
 @dataclass
@@ -43,113 +70,107 @@ def _scalar_hparams(hparams: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def fit(model: paddle.nn.Layer,
-        optimizer: paddle.optimizer.Optimizer,
-        train_batches: Callable[[int], Iterable[Any]],
-        loss_fn: Callable[[paddle.nn.Layer, Any], paddle.Tensor],
-        evaluate: Callable[[paddle.nn.Layer], dict[str, float]],
-        *,
-        run_dir: str | Path,
-        metric: str = "f1",
-        epochs: int = 1,
-        max_steps: int | None = None,
-        eval_every: int = 0,
-        log_every: int = 10,
-        patience: int | None = None,
-        save_best: Callable[[paddle.nn.Layer, dict[str, float]], None] | None = None,
-        hparams: dict[str, Any] | None = None,
-        batch_size_of: Callable[[Any], int] | None = None,
-        desc: str = "train",
-        stop_at: float | None = None) -> FitResult:
-    """Train `model` and keep the best dev result.
+class _Fit:
+    """The state of one `fit` call (step, best dev scores, history) and its pieces: a step, an evaluation, an epoch."""
 
-    Args:
-        train_batches: called with the epoch number, returns that epoch's batches (so the task can reshuffle).
-        loss_fn: `(model, batch) -> scalar loss`; the model is in train mode.
-        evaluate: `(model) -> {metric: value}`; called in eval mode, under no_grad.
-        run_dir: VisualDL log folder (`runs/<task>/<run-name>`); `metrics.json` with the history goes there too.
-        metric: key of `evaluate`'s result that selects the best checkpoint (higher is better).
-        eval_every: evaluate every N steps; 0 means once per epoch.
-        patience: stop after this many evaluations without improvement (None: never).
-        save_best: called with the model and metrics each time the dev metric improves.
-        hparams: recorded in VisualDL's hparams view (gamma, dropout, ELMo model, train fraction, seed...).
-        batch_size_of: number of examples in a batch, for the examples/s scalar.
-        stop_at: stop as soon as the dev metric reaches this value (e.g. 1.0 when overfitting a tiny set).
-    """
+    def __init__(self, model: paddle.nn.Layer, optimizer: paddle.optimizer.Optimizer, hooks: TaskHooks,
+                 cfg: FitConfig, writer: Any) -> None:
+        self.model, self.optimizer, self.hooks, self.cfg, self.writer = model, optimizer, hooks, cfg, writer
+        self.best: dict[str, float] = {}
+        self.best_step, self.step, self.evals_since_best = -1, 0, 0
+        self.history: list[dict[str, float]] = []
+        self.train_seconds = 0.0
+        self.stop = False
+        self.bar = tqdm(total=cfg.max_steps, desc=cfg.desc, unit="step", dynamic_ncols=True, leave=False)
+
+    def train_step(self, batch: Any) -> float | None:
+        """One optimizer step; None (and no step) when the loss is not finite."""
+        loss = self.hooks.loss(self.model, batch)
+        value = float(loss)
+        if not math.isfinite(value):
+            # a NaN step must not poison the weights: skip it, and say so
+            self.optimizer.clear_grad()
+            tqdm.write(f"warning: non-finite loss at step {self.step}; step skipped")
+            return None
+        loss.backward()
+        self.optimizer.step()
+        self.optimizer.clear_grad()
+        self.step += 1
+        self.bar.update(1)
+        return value
+
+    def log_train(self, value: float, n_ex: int, seconds: float) -> None:
+        self.writer.add_scalar("train/loss", value, self.step)
+        self.writer.add_scalar("train/lr", float(self.optimizer.get_lr()), self.step)
+        self.writer.add_scalar("train/examples_per_s", n_ex / max(seconds, 1e-9), self.step)
+        self.bar.set_postfix(loss=f"{value:.3f}", best=f"{self.best.get(self.cfg.metric, float('nan')):.2f}")
+
+    def evaluate(self) -> None:
+        """Score dev, log it, keep the best (saving it), and decide whether to stop (patience, stop_at)."""
+        cfg = self.cfg
+        self.model.eval()
+        with paddle.no_grad():
+            m = self.hooks.evaluate(self.model)
+        self.model.train()
+        m = {k: float(v) for k, v in m.items()}
+        self.history.append({"step": self.step, **m})
+        for k, v in m.items():
+            self.writer.add_scalar(f"dev/{k}", v, self.step)
+        if not self.best or m[cfg.metric] > self.best[cfg.metric]:
+            self.best, self.best_step, self.evals_since_best = m, self.step, 0
+            if self.hooks.save_best is not None:
+                self.hooks.save_best(self.model, m)
+        else:
+            self.evals_since_best += 1
+        if (cfg.patience is not None and self.evals_since_best >= cfg.patience) \
+                or (cfg.stop_at is not None and self.best[cfg.metric] >= cfg.stop_at):
+            self.stop = True
+
+    def epoch(self, epoch: int) -> None:
+        """Train on one epoch's batches, evaluating every `eval_every` steps; ends early on a stop."""
+        cfg, size_of = self.cfg, self.hooks.batch_size_of
+        t0, n_ex = time.time(), 0
+        for batch in self.hooks.train_batches(epoch):
+            value = self.train_step(batch)
+            if value is None:
+                continue
+            n_ex += size_of(batch) if size_of else 1
+            if self.step % cfg.log_every == 0:
+                self.log_train(value, n_ex, time.time() - t0)
+            if cfg.eval_every and self.step % cfg.eval_every == 0:
+                self.train_seconds += time.time() - t0
+                self.evaluate()
+                t0, n_ex = time.time(), 0
+            if cfg.max_steps is not None and self.step >= cfg.max_steps:
+                self.stop = True
+            if self.stop:
+                break
+        self.train_seconds += time.time() - t0
+
+    def run(self) -> FitResult:
+        self.model.train()
+        for epoch in range(self.cfg.epochs):
+            self.epoch(epoch)
+            # once per epoch, or a last time when stopping between scheduled evaluations
+            if not self.cfg.eval_every or (self.stop and (not self.history or self.history[-1]["step"] != self.step)):
+                self.evaluate()
+            if self.stop:
+                break
+        self.bar.close()
+        if self.cfg.hparams:
+            self.writer.add_hparams(_scalar_hparams(self.cfg.hparams), [f"dev/{k}" for k in (self.best or {})])
+        return FitResult(best=self.best, best_step=self.best_step, steps=self.step,
+                         train_seconds=self.train_seconds, history=self.history)
+
+
+def fit(model: paddle.nn.Layer, optimizer: paddle.optimizer.Optimizer, hooks: TaskHooks, cfg: FitConfig) -> FitResult:
+    """Train `model` and keep the best dev result; writes `cfg.run_dir/history.json` (the `FitResult`:
+    best dev scores, their step, steps, training seconds and every dev evaluation)."""
     from visualdl import LogWriter
 
-    run_dir = Path(run_dir)
+    run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    best: dict[str, float] = {}
-    best_step, step, evals_since_best = -1, 0, 0
-    history: list[dict[str, float]] = []
-    train_seconds = 0.0
-    stop = reached = False
     with LogWriter(logdir=str(run_dir)) as writer:
-        def run_eval() -> None:
-            nonlocal best, best_step, evals_since_best, reached
-            model.eval()
-            with paddle.no_grad():
-                m = evaluate(model)
-            model.train()
-            m = {k: float(v) for k, v in m.items()}
-            history.append({"step": step, **m})
-            for k, v in m.items():
-                writer.add_scalar(f"dev/{k}", v, step)
-            if not best or m[metric] > best[metric]:
-                best, best_step, evals_since_best = m, step, 0
-                if save_best is not None:
-                    save_best(model, m)
-            else:
-                evals_since_best += 1
-            if stop_at is not None and best[metric] >= stop_at:
-                reached = True
-
-        model.train()
-        total = max_steps
-        bar = tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True, leave=False)
-        for epoch in range(epochs):
-            t0, n_ex = time.time(), 0
-            for batch in train_batches(epoch):
-                loss = loss_fn(model, batch)
-                value = float(loss)
-                if not math.isfinite(value):
-                    # a NaN step must not poison the weights: skip it, and say so
-                    optimizer.clear_grad()
-                    tqdm.write(f"warning: non-finite loss at step {step}; step skipped")
-                    continue
-                loss.backward()
-                optimizer.step()
-                optimizer.clear_grad()
-                step += 1
-                n_ex += batch_size_of(batch) if batch_size_of else 1
-                bar.update(1)
-                if step % log_every == 0:
-                    el = time.time() - t0
-                    writer.add_scalar("train/loss", value, step)
-                    writer.add_scalar("train/lr", float(optimizer.get_lr()), step)
-                    writer.add_scalar("train/examples_per_s", n_ex / max(el, 1e-9), step)
-                    bar.set_postfix(loss=f"{value:.3f}", best=f"{best.get(metric, float('nan')):.4f}")
-                if eval_every and step % eval_every == 0:
-                    train_seconds += time.time() - t0
-                    run_eval()
-                    t0, n_ex = time.time(), 0
-                    if (patience is not None and evals_since_best >= patience) or reached:
-                        stop = True
-                if max_steps is not None and step >= max_steps:
-                    stop = True
-                if stop:
-                    break
-            train_seconds += time.time() - t0
-            if not eval_every or (stop and (not history or history[-1]["step"] != step)):
-                run_eval()
-                if (patience is not None and evals_since_best >= patience) or reached:
-                    stop = True
-            if stop:
-                break
-        bar.close()
-        if hparams:
-            writer.add_hparams(_scalar_hparams(hparams), [f"dev/{k}" for k in (best or {})])
-    result = FitResult(best=best, best_step=best_step, steps=step, train_seconds=train_seconds, history=history)
+        result = _Fit(model, optimizer, hooks, cfg, writer).run()
     (run_dir / "history.json").write_text(json.dumps(result.__dict__, indent=1, ensure_ascii=False))
     return result

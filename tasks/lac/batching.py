@@ -2,37 +2,27 @@
 from __future__ import annotations
 
 import random
-from collections import Counter
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from elmo_paddle.vocab import TokenIds, build_token_ids, token_ids_from_json
+
 from .data import Example
 
-PAD, UNK = "<pad>", "<unk>"
+# LAC's spelling of padding (id 0) and unknown (id 1): every saved LAC vocab.json starts with these
+SPECIALS = ("<pad>", "<unk>")
 
 
-class Vocab:
-    """Characters -> ids; 0 is padding, 1 unknown."""
+def char_vocab(texts: Iterable[str], min_freq: int = 1) -> TokenIds:
+    """Characters of the training sentences seen `min_freq`+ times, most frequent first, after the specials."""
+    return build_token_ids(texts, min_freq, specials=SPECIALS, unk=SPECIALS[1])
 
-    def __init__(self, items: Sequence[str]) -> None:
-        if list(items[:2]) != [PAD, UNK]:
-            raise ValueError("a vocabulary starts with <pad>, <unk>")
-        self.items = list(items)
-        self.index = {c: i for i, c in enumerate(self.items)}
 
-    @classmethod
-    def build(cls, texts: Iterable[str], min_freq: int = 1) -> "Vocab":
-        counts = Counter(c for t in texts for c in t)
-        chars = sorted((c for c, n in counts.items() if n >= min_freq), key=lambda c: (-counts[c], c))
-        return cls([PAD, UNK] + chars)
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def encode(self, text: str) -> list[int]:
-        return [self.index.get(c, 1) for c in text]
+def char_vocab_from_json(items: Any, where: str) -> TokenIds:
+    """A saved LAC vocab.json (its list of characters)."""
+    return token_ids_from_json(items, where, specials=SPECIALS, unk=SPECIALS[1])
 
 
 @dataclass
@@ -47,7 +37,7 @@ class Batch:
         return len(self.index)
 
 
-def make_batches(texts: Sequence[str], vocab: Vocab, batch_size: int, tags: Sequence[Sequence[str]] | None = None,
+def make_batches(texts: Sequence[str], vocab: TokenIds, batch_size: int, tags: Sequence[Sequence[str]] | None = None,
                  tag_index: dict[str, int] | None = None, seed: int | None = None) -> list[Batch]:
     """Group texts of similar length (less padding); with `seed`, shuffle pools and batch order.
 
@@ -77,7 +67,7 @@ def make_batches(texts: Sequence[str], vocab: Vocab, batch_size: int, tags: Sequ
     return out
 
 
-def example_batches(examples: Sequence[Example], vocab: Vocab, tag_index: dict[str, int], batch_size: int,
+def example_batches(examples: Sequence[Example], vocab: TokenIds, tag_index: dict[str, int], batch_size: int,
                     seed: int | None = None) -> list[Batch]:
     return make_batches([e.chars for e in examples], vocab, batch_size, [e.tags for e in examples],
                         tag_index, seed)

@@ -6,36 +6,28 @@ from pathlib import Path
 from typing import Any
 
 from elmo_paddle.errors import UserError
+from tasks.common.run import build_elmo
 
-from .batching import Vocab
+from elmo_paddle.vocab import TokenIds
+
+from .batching import char_vocab_from_json
 from .model import LacTagger
 
 FILES = ("model.safetensors", "config.json", "vocab.json", "tags.json")
 
 
-def build_elmo(model_dir: str, *, gamma: float, dropout: float, at_output: bool, l2: float):
-    """The frozen-biLM ELMo layer (elmo_paddle.elmo.Elmo) with 1 mix, or 2 when also used at the output."""
-    if not Path(model_dir).is_dir():
-        raise UserError(f"ELMo model dir {model_dir} does not exist (pretrain one first; see README)")
-    try:
-        from elmo_paddle.elmo import Elmo
-    except ImportError as e:
-        raise UserError(f"--elmo-model needs elmo_paddle.elmo, which cannot be imported here: {e}") from None
-    return Elmo(model_dir, num_output_representations=2 if at_output else 1, dropout=dropout,
-                gamma_init=gamma, layer_norm=False, l2_coef=l2)
-
-
 def build_tagger(cfg: dict[str, Any], vocab_size: int, num_tags: int, elmo=None) -> LacTagger:
     """The network described by a config dict (the `LacConfig` fields)."""
     if elmo is None and cfg.get("elmo_model"):
-        elmo = build_elmo(cfg["elmo_model"], gamma=cfg["elmo_gamma"], dropout=cfg["elmo_dropout"],
-                          at_output=cfg["elmo_at_output"], l2=cfg.get("elmo_l2", 0.0))
+        # one mix feeds the BiGRU, a second one its output (elmo_at_output)
+        elmo = build_elmo(cfg["elmo_model"], mixes=2 if cfg["elmo_at_output"] else 1, gamma=cfg["elmo_gamma"],
+                          dropout=cfg["elmo_dropout"], l2=cfg.get("elmo_l2", 0.0))
     return LacTagger(vocab_size, num_tags, emb_dim=cfg["emb_dim"], hidden_dim=cfg["hidden_dim"],
                      num_layers=cfg["num_layers"], dropout=cfg["dropout"], crf_lr=cfg["crf_lr"],
                      elmo=elmo, elmo_at_output=cfg["elmo_at_output"])
 
 
-def save_model(out_dir: Path, model: LacTagger, cfg: dict[str, Any], vocab: Vocab, tags: list[str]) -> None:
+def save_model(out_dir: Path, model: LacTagger, cfg: dict[str, Any], vocab: TokenIds, tags: list[str]) -> None:
     """Write the four files; weights via safetensors (frozen biLM weights are not copied)."""
     from safetensors.paddle import save_file
 
@@ -43,11 +35,11 @@ def save_model(out_dir: Path, model: LacTagger, cfg: dict[str, Any], vocab: Voca
     save_file({k: v.detach().contiguous() for k, v in model.trainable_state().items()},
               str(out_dir / "model.safetensors"))
     (out_dir / "config.json").write_text(json.dumps(cfg, indent=1, ensure_ascii=False), encoding="utf-8")
-    (out_dir / "vocab.json").write_text(json.dumps(vocab.items, ensure_ascii=False), encoding="utf-8")
+    (out_dir / "vocab.json").write_text(json.dumps(vocab.itos, ensure_ascii=False), encoding="utf-8")
     (out_dir / "tags.json").write_text(json.dumps(tags, ensure_ascii=False), encoding="utf-8")
 
 
-def load_model(model_dir: str | Path, elmo=None) -> tuple[LacTagger, dict[str, Any], Vocab, list[str]]:
+def load_model(model_dir: str | Path, elmo=None) -> tuple[LacTagger, dict[str, Any], TokenIds, list[str]]:
     """Load a saved tagger (eval mode); a missing/incomplete dir is a UserError naming what is missing."""
     from safetensors.paddle import load_file
 
@@ -58,7 +50,7 @@ def load_model(model_dir: str | Path, elmo=None) -> tuple[LacTagger, dict[str, A
                         "train one with python -m tasks.lac.finetune (it saves runs/lac/<run>/best)")
     try:
         cfg = json.loads((d / "config.json").read_text(encoding="utf-8"))
-        vocab = Vocab(json.loads((d / "vocab.json").read_text(encoding="utf-8")))
+        vocab = char_vocab_from_json(json.loads((d / "vocab.json").read_text(encoding="utf-8")), str(d / "vocab.json"))
         tags = json.loads((d / "tags.json").read_text(encoding="utf-8"))
         weights = load_file(str(d / "model.safetensors"))
     except (ValueError, OSError) as e:

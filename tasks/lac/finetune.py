@@ -9,18 +9,19 @@ best/ (model.safetensors, config.json, vocab.json, tags.json), history.json and 
 """
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import random
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
-from elmo_paddle.config import load_config, to_dict
+from elmo_paddle.config import to_dict
 from elmo_paddle.errors import UserError, cli
+from elmo_paddle.runtime import set_threads
+from elmo_paddle.vocab import TokenIds
+from tasks.common.run import (COMMON_FLAGS, build_optimizer, check_train_fraction, load_run_config, run_parser,
+                              seed_everything, write_metrics)
 
 from .data import DATASETS, Example, Rejects, load_dataset, split_long, subsample
 
@@ -63,7 +64,7 @@ class LacConfig:
     overfit_epochs: int = 300
     run_name: Optional[str] = None
     runs_dir: str = "runs/lac"
-    threads: int = 2              # CPU threads (0: library default); set before paddle loads
+    threads: int = 2              # CPU threads of paddle's kernels (0: library default)
 
 
 def default_run_name(cfg: LacConfig) -> str:
@@ -75,29 +76,27 @@ def default_run_name(cfg: LacConfig) -> str:
     return name + (f"-overfit{cfg.overfit}" if cfg.overfit else "")
 
 
-def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
-    ap = argparse.ArgumentParser(
-        prog="python -m tasks.lac.finetune", description=__doc__.split("\n\n")[0],
-        epilog="Any other config key can be set as key=value (e.g. lr=0.002 dropout=0.3); see LacConfig.")
-    ap.add_argument("--config", help="YAML config (e.g. configs/lac.yaml); defaults are LacConfig's")
-    ap.add_argument("--elmo-model", help="pretrained ELMo model dir: train the +ELMo variant")
+# config keys the command line sets with a flag of the same name (--dataset, --overfit, ...)
+FLAGS = (*COMMON_FLAGS, "dataset", "overfit", "data_dir")
+
+
+def configure(argv: list[str] | None) -> LacConfig:
+    """The run's config: file, key=value overrides, flags, then the --overfit adjustments and the run name."""
+    ap = run_parser("python -m tasks.lac.finetune", __doc__.split("\n\n")[0], None,
+                    "YAML config (e.g. configs/lac.yaml); defaults are LacConfig's")
     ap.add_argument("--dataset", choices=DATASETS, help="pd1998 (default), msra or lac (Baidu samples)")
-    ap.add_argument("--train-fraction", type=float, help="deterministic random subsample of train by seed "
-                    "(e.g. 0.05, 0.2, 1.0)")
-    ap.add_argument("--seed", type=int, help="seed for subsampling, init and shuffling")
-    ap.add_argument("--run-name", help="log/checkpoint folder under runs/lac (default from dataset/variant/"
-                    "fraction/seed)")
     ap.add_argument("--overfit", type=int, metavar="N", help="train on N sentences with high dropout until "
                     "they are fitted; reports train F1")
-    ap.add_argument("--data-dir", help="data folder (else $ELMO_PADDLE_DATA, else ../shared/data)")
-    ap.add_argument("--epochs", type=int, help="training epochs")
-    ap.add_argument("--max-steps", type=int, help="stop after N optimizer steps")
-    ap.add_argument("overrides", nargs="*", metavar="key=value", help="override any config key")
-    ns = ap.parse_args(argv)
-    flags = {"elmo_model": ns.elmo_model, "dataset": ns.dataset, "train_fraction": ns.train_fraction,
-             "seed": ns.seed, "run_name": ns.run_name, "overfit": ns.overfit, "data_dir": ns.data_dir,
-             "epochs": ns.epochs, "max_steps": ns.max_steps}
-    return ns, list(ns.overrides) + [f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None]
+    ns = ap.parse_intermixed_args(argv)
+    cfg = load_run_config(LacConfig, ns, FLAGS)
+    if cfg.dataset not in DATASETS:
+        raise UserError(f"unknown dataset {cfg.dataset!r}; choose one of {', '.join(DATASETS)}")
+    check_train_fraction(cfg.train_fraction)
+    if cfg.overfit:
+        cfg.dropout = cfg.overfit_dropout
+        cfg.epochs = max(cfg.epochs, cfg.overfit_epochs) if ns.epochs is None else cfg.epochs
+    cfg.run_name = cfg.run_name or default_run_name(cfg)
+    return cfg
 
 
 def prepare(cfg: LacConfig, rejects: Rejects) -> tuple[list[Example], list[Example], list[Example], list[str], bool]:
@@ -124,57 +123,45 @@ def elmo_input(model, tokens, cache=None):
     return cache(tokens) if cache is not None else model.elmo.batch_to_ids(tokens)
 
 
-def evaluate(model, examples: list[Example], vocab, tag_index: dict[str, int], tags: list[str],
-             batch_size: int, segmentation: bool, cache=None) -> dict[str, float]:
-    """Chunk metrics of Viterbi decoding over `examples`."""
-    from .batching import example_batches
-    from .metrics import ChunkMetrics
-    from .model import batch_tensors
+@dataclass
+class Scorer:
+    """Chunk metrics of Viterbi decoding over a list of examples (dev during training, then test or train)."""
 
-    metrics = ChunkMetrics(segmentation=segmentation)
-    for b in example_batches(examples, vocab, tag_index, batch_size * 2):
-        ids, lengths = batch_tensors(b.char_ids, b.lengths)
-        for row, path in zip(b.index, model.decode(ids, lengths, elmo_input(model, b.tokens, cache))):
-            metrics.update(examples[row].tags, [tags[i] for i in path])
-    return metrics.result()
+    vocab: TokenIds
+    tags: list[str]
+    batch_size: int
+    segmentation: bool
+    cache: Any = None
+
+    def __post_init__(self) -> None:
+        self.tag_index = {t: i for i, t in enumerate(self.tags)}
+
+    def __call__(self, model, examples: list[Example]) -> dict[str, float]:
+        from .batching import example_batches
+        from .metrics import ChunkMetrics
+        from .model import batch_tensors
+
+        metrics = ChunkMetrics(segmentation=self.segmentation)
+        for b in example_batches(examples, self.vocab, self.tag_index, self.batch_size * 2):
+            ids, lengths = batch_tensors(b.char_ids, b.lengths)
+            for row, path in zip(b.index, model.decode(ids, lengths, elmo_input(model, b.tokens, self.cache))):
+                metrics.update(examples[row].tags, [self.tags[i] for i in path])
+        return metrics.result()
 
 
-@cli
-def main(argv: list[str] | None = None) -> int:
-    ns, overrides = parse_args(argv)
-    cfg = load_config(LacConfig, ns.config, overrides)
-    if cfg.dataset not in DATASETS:
-        raise UserError(f"unknown dataset {cfg.dataset!r}; choose one of {', '.join(DATASETS)}")
-    if not 0 < cfg.train_fraction <= 1:
-        raise UserError(f"--train-fraction must be in (0, 1], got {cfg.train_fraction}")
-    if cfg.overfit:
-        cfg.dropout = cfg.overfit_dropout
-        cfg.epochs = max(cfg.epochs, cfg.overfit_epochs) if ns.epochs is None else cfg.epochs
-    cfg.run_name = cfg.run_name or default_run_name(cfg)
-
-    rejects = Rejects()
-    train, dev, test, tags, has_seg = prepare(cfg, rejects)
-    rejects.warn()
-
-    if cfg.threads > 0:  # paddle has no set_num_threads: its MKL/OpenMP pools read these at load time
-        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-            os.environ[var] = str(cfg.threads)
-    import numpy as np
+def build(cfg: LacConfig, train: list[Example], tags: list[str]):
+    """Paddle's threads and the seeds first, then the character vocabulary, tagger (+ frozen-ELMo layer cache)
+    and optimizer."""
     import paddle
 
-    from tasks.common.trainer import fit
+    from .batching import char_vocab
+    from .checkpoint import build_tagger
 
-    from .batching import Vocab, example_batches
-    from .checkpoint import build_tagger, load_model, save_model
-    from .model import batch_tensors
-
+    if cfg.threads > 0:
+        set_threads(cfg.threads)
     paddle.set_device("cpu") if not paddle.is_compiled_with_cuda() else None
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    paddle.seed(cfg.seed)
-
-    vocab = Vocab.build((e.chars for e in train), cfg.min_char_freq)
-    tag_index = {t: i for i, t in enumerate(tags)}
+    seed_everything(cfg.seed)
+    vocab = char_vocab((e.chars for e in train), cfg.min_char_freq)
     model = build_tagger(to_dict(cfg), len(vocab), len(tags))
     cache = None
     if model.elmo is not None and cfg.elmo_cache_mb > 0:
@@ -182,58 +169,76 @@ def main(argv: list[str] | None = None) -> int:
 
         cache = ElmoLayerCache(model.elmo, cfg.elmo_cache_mb, batch_size=cfg.batch_size * 2,
                                cache_dir=cfg.elmo_cache_dir)
-    clip = paddle.nn.ClipGradByGlobalNorm(cfg.clip_norm) if cfg.clip_norm > 0 else None
-    optimizer = paddle.optimizer.Adam(cfg.lr, parameters=[p for p in model.parameters() if not p.stop_gradient],
-                                      grad_clip=clip)
+    return vocab, model, cache, build_optimizer(model, cfg.lr, cfg.clip_norm)
+
+
+def hparams(cfg: LacConfig) -> dict[str, Any]:
+    """What VisualDL's hparams view compares LAC runs by."""
+    return {"dataset": cfg.dataset, "elmo_model": cfg.elmo_model or "none", "elmo_gamma": cfg.elmo_gamma,
+            "elmo_dropout": cfg.elmo_dropout, "elmo_at_output": int(cfg.elmo_at_output),
+            "train_fraction": cfg.train_fraction, "seed": cfg.seed, "dropout": cfg.dropout, "lr": cfg.lr,
+            "overfit": cfg.overfit}
+
+
+def summary(out: dict[str, Any], steps: int) -> str:
+    """One line of the final scores: train F1 of an --overfit run, else test P/R/F1 and its breakdown."""
+    if "train" in out:
+        return f"train F1 {out['train']['f1']:.2f} after {steps} steps"
+    t = out["test"]
+    return (f"test P/R/F1 {t['precision']:.2f}/{t['recall']:.2f}/{t['f1']:.2f}"
+            + (f", seg F1 {t['seg_f1']:.2f}" if "seg_f1" in t else "")
+            + "".join(f", {k[:-3]} F1 {v:.2f}" for k, v in t.items() if k.endswith("_f1") and k != "seg_f1"))
+
+
+@cli
+def main(argv: list[str] | None = None) -> int:
+    from tasks.common.trainer import FitConfig, TaskHooks, fit
+
+    from .batching import example_batches
+    from .checkpoint import load_model, save_model
+    from .model import batch_tensors
+
+    cfg = configure(argv)
+    rejects = Rejects()
+    train, dev, test, tags, has_seg = prepare(cfg, rejects)
+    rejects.warn()
+    vocab, model, cache, optimizer = build(cfg, train, tags)
+    score = Scorer(vocab, tags, cfg.batch_size, has_seg, cache)
     run_dir = Path(cfg.runs_dir) / cfg.run_name
     best_dir = run_dir / "best"
     print(f"{cfg.run_name}: {len(train)} train / {len(dev)} dev / {len(test)} test sentences, "
           f"{len(vocab)} chars, {len(tags)} tags -> {run_dir}", file=sys.stderr)
 
     def batches(epoch: int):
-        return example_batches(train, vocab, tag_index, cfg.batch_size, seed=cfg.seed * 1000 + epoch)
+        return example_batches(train, vocab, score.tag_index, cfg.batch_size, seed=cfg.seed * 1000 + epoch)
 
     def loss_fn(m, b):
         ids, lengths, tag_ids = batch_tensors(b.char_ids, b.lengths, b.tag_ids)
         return m.loss(ids, lengths, tag_ids, elmo_input(m, b.tokens, cache))
 
     cfg_dict = to_dict(cfg)
-    hparams = {"dataset": cfg.dataset, "elmo_model": cfg.elmo_model or "none", "elmo_gamma": cfg.elmo_gamma,
-               "elmo_dropout": cfg.elmo_dropout, "elmo_at_output": int(cfg.elmo_at_output),
-               "train_fraction": cfg.train_fraction, "seed": cfg.seed, "dropout": cfg.dropout, "lr": cfg.lr,
-               "overfit": cfg.overfit}
     t0 = time.time()
-    result = fit(model, optimizer, batches, loss_fn,
-                 lambda m: evaluate(m, dev, vocab, tag_index, tags, cfg.batch_size, has_seg, cache),
-                 run_dir=run_dir, metric="f1", epochs=cfg.epochs, max_steps=cfg.max_steps,
-                 eval_every=cfg.eval_every, patience=cfg.patience,
-                 save_best=lambda m, _: save_model(best_dir, m, cfg_dict, vocab, tags),
-                 hparams=hparams, batch_size_of=len, desc=cfg.run_name,
-                 stop_at=1.0 if cfg.overfit else None)
+    hooks = TaskHooks(batches, loss_fn, lambda m: score(m, dev), batch_size_of=len,
+                      save_best=lambda m, _: save_model(best_dir, m, cfg_dict, vocab, tags))
+    result = fit(model, optimizer, hooks, FitConfig(
+        run_dir, metric="f1", epochs=cfg.epochs, max_steps=cfg.max_steps, eval_every=cfg.eval_every,
+        patience=cfg.patience, stop_at=100.0 if cfg.overfit else None, desc=cfg.run_name, hparams=hparams(cfg)))
     wall = time.time() - t0
 
     out = {"run_name": cfg.run_name, "best_dev": result.best, "best_step": result.best_step,
            "steps": result.steps, "train_seconds": round(result.train_seconds, 1), "wall_seconds": round(wall, 1),
            "train_sentences": len(train), "dev_sentences": len(dev), "test_sentences": len(test),
            "rejected_input": dict(rejects.counts), "config": cfg_dict}
-    if cache is not None:
-        out["elmo_cache"] = cache.report()
     best_model = load_model(best_dir, elmo=model.elmo)[0]
     if cfg.overfit:
-        out["train"] = evaluate(best_model, train, vocab, tag_index, tags, cfg.batch_size, has_seg, cache)
-        summary = f"train F1 {out['train']['f1']:.4f} after {result.steps} steps"
+        out["train"] = score(best_model, train)
     else:
-        out["test"] = evaluate(best_model, test, vocab, tag_index, tags, cfg.batch_size, has_seg, cache)
-        t = out["test"]
-        summary = (f"test P/R/F1 {t['precision']:.4f}/{t['recall']:.4f}/{t['f1']:.4f}"
-                   + (f", seg F1 {t['seg_f1']:.4f}" if "seg_f1" in t else "")
-                   + "".join(f", {k[:-3]} F1 {v:.4f}" for k, v in t.items()
-                             if k.endswith("_f1") and k != "seg_f1"))
+        out["test"] = score(best_model, test)
     if cache is not None:
         out["elmo_cache"] = cache.report()  # after test: includes the test set's biLM cost
-    (run_dir / "metrics.json").write_text(json.dumps(out, indent=1, ensure_ascii=False), encoding="utf-8")
-    print(f"{cfg.run_name}: best dev F1 {result.best.get('f1', 0):.4f} at step {result.best_step}; {summary}; "
-          f"model {best_dir}", file=sys.stderr)
+    write_metrics(run_dir, out)
+    print(f"{cfg.run_name}: best dev F1 {result.best.get('f1', 0):.2f} at step {result.best_step}; "
+          f"{summary(out, result.steps)}; model {best_dir}", file=sys.stderr)
     print(json.dumps({"run_name": cfg.run_name, **{k: v for k, v in out.items() if k in ("test", "train")}}))
     return 0
 

@@ -1,10 +1,11 @@
-"""Chunk metrics for LAC-style tag sequences: joint P/R/F1, segmentation F1, per-entity F1.
+"""Chunk metrics for LAC-style tag sequences: joint P/R/F1, segmentation F1, per-entity F1, as percentages.
 
 * joint: a predicted chunk counts if its character span AND label match a gold chunk (what paddlenlp's
   ChunkEvaluator measures on LAC);
 * segmentation: character spans only, labels ignored (words; `O` characters are not words);
 * per entity: joint P/R/F1 restricted to PER / LOC / ORG / TIME chunks.
 A stray `X-I` that does not continue an `X` chunk starts a new chunk (conlleval's rule; MSRA has a few).
+Scores are 0-100, like BiDAF's CMRC scores, so both tasks share one scale in logs, VisualDL and tables.
 """
 from __future__ import annotations
 
@@ -37,10 +38,11 @@ def chunks(tags: Sequence[str]) -> list[Chunk]:
 
 
 def prf(correct: int, pred: int, gold: int) -> tuple[float, float, float]:
-    """Precision, recall, F1 from counts (0 when undefined)."""
+    """Precision, recall, F1 from counts, in percent (0 when undefined)."""
     p = correct / pred if pred else 0.0
     r = correct / gold if gold else 0.0
-    return p, r, (2 * p * r / (p + r) if p + r else 0.0)
+    f = 2 * p * r / (p + r) if p + r else 0.0
+    return 100 * p, 100 * r, 100 * f
 
 
 class ChunkMetrics:

@@ -1,0 +1,105 @@
+"""What every task run does around its own model: command line -> config, seeding, the optimizer, the frozen
+ELMo layer, and metrics.json.
+
+The LAC and BiDAF commands share these so that a flag, a seed or an ELMo setting means the same thing in both.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from pathlib import Path
+from typing import Any, Sequence, TypeVar
+
+from elmo_paddle.config import load_config, parse_overrides
+from elmo_paddle.errors import UserError
+
+T = TypeVar("T")
+
+# metrics.json's `score_scale`: every score is a percentage (0-100) under a lowercase name in both tasks
+# (f1, em, precision, recall, seg_f1, PER_f1...); runs written before lack it and `tasks.compare` skips them
+SCORE_SCALE = "percent"
+
+# the flags both tasks take; each sets the config key of the same name
+COMMON_FLAGS = ("elmo_model", "train_fraction", "seed", "run_name", "epochs", "max_steps")
+
+
+def run_parser(prog: str, description: str, config_default: str | None, config_help: str) -> argparse.ArgumentParser:
+    """The command line of a task's finetune: --config, the common flags, and trailing key=value overrides.
+
+    The task adds its own flags before parsing; overrides may come before or after the flags.
+    """
+    p = argparse.ArgumentParser(prog=prog, description=description,
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="Any other config key can be set as key=value (e.g. lr=0.002 dropout=0.3).")
+    p.add_argument("--config", default=config_default, help=config_help)
+    p.add_argument("--elmo-model", help="pretrained ELMo model folder: train the +ELMo variant (sets elmo_model)")
+    p.add_argument("--train-fraction", type=float, help="deterministic random subsample (0-1] of the training data "
+                   "by seed (e.g. 0.05, 0.2, 1.0)")
+    p.add_argument("--seed", type=int, help="seed for subsampling, init and shuffling")
+    p.add_argument("--run-name", help="log/checkpoint folder under runs_dir (default: named after the variant "
+                   "and seed)")
+    p.add_argument("--data-dir", help="data folder (default $ELMO_PADDLE_DATA, else ../shared/data)")
+    p.add_argument("--epochs", type=int, help="passes over the training data")
+    p.add_argument("--max-steps", type=int, help="stop after N optimizer steps (smoke runs)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="override any config key")
+    return p
+
+
+def load_run_config(cls: type[T], args: argparse.Namespace, flags: Sequence[str] = COMMON_FLAGS) -> T:
+    """`cls` from --config, then the key=value overrides, then the `flags` given (a flag wins over key=value)."""
+    overrides = parse_overrides(args.overrides)
+    overrides.update({k: getattr(args, k) for k in flags if getattr(args, k) is not None})
+    return load_config(cls, args.config, overrides)
+
+
+def check_train_fraction(fraction: float) -> None:
+    if not 0 < fraction <= 1:
+        raise UserError(f"train_fraction must be in (0, 1], got {fraction}")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python's `random`, numpy and paddle, in that order (the order every reported run used)."""
+    import numpy as np
+    import paddle
+
+    random.seed(seed)
+    np.random.seed(seed)
+    paddle.seed(seed)
+
+
+def build_optimizer(model: Any, lr: float, clip_norm: float | None) -> Any:
+    """Adam over the trainable parameters (the frozen biLM excluded), gradients clipped to a global norm > 0."""
+    import paddle
+
+    clip = paddle.nn.ClipGradByGlobalNorm(clip_norm) if clip_norm and clip_norm > 0 else None
+    return paddle.optimizer.Adam(lr, parameters=[p for p in model.parameters() if not p.stop_gradient],
+                                 grad_clip=clip)
+
+
+def build_elmo(model_dir: str, *, mixes: int, gamma: float, dropout: float, l2: float,
+               char_unit: bool = False) -> Any:
+    """The frozen-biLM ELMo layer (`elmo_paddle.elmo.Elmo`) with `mixes` scalar mixes.
+
+    One mix feeds the task's input; a second one feeds a later layer (LAC's `elmo_at_output`, BiDAF's
+    `elmo_at_modeling`).  `char_unit`: the task's tokens are characters, so a word-unit biLM is refused.
+    """
+    if not Path(model_dir).is_dir():
+        raise UserError(f"ELMo model dir {model_dir} does not exist (pretrain one first; see README)")
+    try:
+        from elmo_paddle.elmo import Elmo
+    except ImportError as e:
+        raise UserError(f"--elmo-model needs elmo_paddle.elmo, which cannot be imported here: {e}") from None
+    elmo = Elmo(str(model_dir), num_output_representations=mixes, dropout=dropout, gamma_init=gamma,
+                layer_norm=False, l2_coef=l2)
+    if char_unit and getattr(elmo, "unit", "char") != "char":
+        # a word-unit biLM would need word->char broadcasting (not built)
+        raise UserError(f"{model_dir}: this task needs a character-unit ELMo model, this one uses "
+                        f"{elmo.unit!r} tokens")
+    return elmo
+
+
+def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
+    """`run_dir/metrics.json`: what `tasks.compare` reads (test scores, config, times, data counts)."""
+    text = json.dumps({"score_scale": SCORE_SCALE, **metrics}, indent=1, ensure_ascii=False)
+    (Path(run_dir) / "metrics.json").write_text(text, encoding="utf-8")
