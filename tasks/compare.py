@@ -75,8 +75,9 @@ def _fmt(vals: list[float]) -> str:
     if not vals:
         return "–"
     mean = statistics.mean(vals)
-    sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
-    return f"{mean:.2f} ± {sd:.2f}"
+    if len(vals) == 1:  # one seed says nothing about the spread: no "± 0.00"
+        return f"{mean:.2f} ± –"
+    return f"{mean:.2f} ± {statistics.stdev(vals):.2f}"
 
 
 def make_table(runs: list[dict[str, Any]]) -> str:
