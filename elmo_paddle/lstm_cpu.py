@@ -126,7 +126,7 @@ class _Cache:
         self.z = np.empty((n, 4 * H, B), dtype="float32")  # sigmoid(i, f, o), tanh(g)
         self.c = np.zeros((n, H, B), dtype="float32")  # clipped cell
         self.tc = np.empty((n, H, B), dtype="float32")  # tanh(c)
-        self.m = np.empty((n, H, B), dtype="float32")  # o * tanh(c)
+        self.m = np.empty((n, H, B), dtype="float32") if keep else self.tc  # o * tanh(c) (inference: in place)
         self.zero_c = np.zeros((H, B), dtype="float32")
 
     def at(self, t: int) -> int:
@@ -186,24 +186,25 @@ class PackedLstmp:
         gates, proj = self.gates[d], self.proj[d]
         tmp = np.empty((H, B), dtype="float32")
         for t in range(T):
-            k = cache.at(t)
-            xh, z, c, tc, m = cache.xh[k], cache.z[k], cache.c[k], cache.tc[k], cache.m[k]
+            if cache.keep or t == 0:  # this step's buffers (inference reuses one set: no views made per step)
+                k = cache.at(t)
+                xh, z, c, tc, m = cache.xh[k], cache.z[k], cache.c[k], cache.tc[k], cache.m[k]
+                ifo, i, f, o, g = z[:3 * H], z[:H], z[H:2 * H], z[2 * H:3 * H], z[3 * H:]
+                c_prev = cache.c_prev(t)
+                h = cache.xh[cache.at(t + 1), D + 1:] if (t + 1 < T or not cache.keep) else out[t]
             xh[:D] = x[t]
             gates.matmul_into(xh, z)  # i, f, o rows: z / 2
             _tanh_(z)
-            ifo = z[:3 * H]
             ifo *= 0.5
             ifo += 0.5  # sigmoid
-            i, f, o, g = z[:H], z[H:2 * H], z[2 * H:3 * H], z[3 * H:]
-            np.multiply(f, cache.c_prev(t), out=c)
-            np.multiply(i, g, out=tmp)
-            c += tmp
+            np.multiply(f, c_prev, out=c)
+            np.multiply(i, g, out=tmp if cache.keep else i)  # (inference: i is not needed again)
+            c += tmp if cache.keep else i
             if self.cell_clip:
                 _clip(c, -self.cell_clip, self.cell_clip, out=c)
             np.copyto(tc, c)
             _tanh_(tc)
             np.multiply(o, tc, out=m)
-            h = cache.xh[cache.at(t + 1), D + 1:] if (t + 1 < T or not cache.keep) else out[t]
             proj.matmul_into(m, h)
             if self.proj_clip:
                 _clip(h, -self.proj_clip, self.proj_clip, out=h)
