@@ -237,7 +237,8 @@ class BiLstmpLayer(nn.Layer):
     Weights are stored as PyTorch does: `w_ih [2, 4H, D]`, `w_hh [2, 4H, P]`, `w_proj [2, P, H]`, and
     `bias [2, 4H, 1]`; index 0 of the leading axis is the forward LM, 1 the backward LM.  `forward` runs
     `lstmp_step` in one of three drivers, chosen by what the call needs: the hand-written-backward PyLayer
-    when a gradient is recorded, a plain loop when none is (inference), a `while_loop` under `to_static`.
+    when a gradient is recorded, a plain loop when none is (inference), a `while_loop` under `to_static`;
+    on a CPU build with MKL the first two run the numpy kernel `lstm_cpu.PackedLstmp` instead.
     """
 
     def __init__(self, input_dim: int, hidden_dim: int, proj_dim: int, cell_clip: float | None = 3.0,
@@ -267,6 +268,9 @@ class BiLstmpLayer(nn.Layer):
         if paddle.is_grad_enabled() and not all(v.stop_gradient for v in (x,) + params):
             return _LstmpRecurrence.apply(x, *params, self.cell_clip, self.proj_clip)
         with paddle.no_grad():  # nothing to differentiate: no per-step values kept
+            if _numpy_kernel_applies(x):  # e.g. dev perplexity during pretraining
+                kernel = PackedLstmp(*(v.numpy() for v in params), self.cell_clip, self.proj_clip)
+                return paddle.to_tensor(kernel(x.numpy()))
             return _lstmp_loop(x, self.weights(), keep=False)[0]
 
     def autograd_forward(self, x: paddle.Tensor) -> paddle.Tensor:
