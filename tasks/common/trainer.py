@@ -17,6 +17,8 @@ from typing import Any, Callable, Iterable
 import paddle
 from tqdm import tqdm
 
+from elmo_paddle.errors import UserError
+
 
 @dataclass
 class FitConfig:
@@ -30,6 +32,7 @@ class FitConfig:
     log_every: int = 10                  # steps between train/* scalars
     patience: int | None = None          # stop after this many evaluations without improvement (None: never)
     stop_at: float | None = None         # stop once the dev metric reaches this (e.g. overfitting a tiny set)
+    max_bad_steps: int = 20              # stop (one-line error) after this many consecutive non-finite losses
     desc: str = "train"                  # progress-bar label
     hparams: dict[str, Any] | None = None  # VisualDL's hparams view (ELMo model, gamma, train fraction, seed...)
 
@@ -81,6 +84,7 @@ class _Fit:
         self.history: list[dict[str, float]] = []
         self.train_seconds = 0.0
         self.stop = False
+        self.bad = 0  # consecutive non-finite losses
         self.bar = tqdm(total=cfg.max_steps, desc=cfg.desc, unit="step", dynamic_ncols=True, leave=False)
 
     def train_step(self, batch: Any) -> float | None:
@@ -88,10 +92,15 @@ class _Fit:
         loss = self.hooks.loss(self.model, batch)
         value = float(loss)
         if not math.isfinite(value):
-            # a NaN step must not poison the weights: skip it, and say so
+            # a NaN step must not poison the weights: skip it, say so, and give up on a run that only makes NaN
             self.optimizer.clear_grad()
-            tqdm.write(f"warning: non-finite loss at step {self.step}; step skipped")
+            self.bad += 1
+            tqdm.write(f"warning: non-finite loss at step {self.step}; step skipped ({self.bad} in a row)")
+            if self.bad >= self.cfg.max_bad_steps:
+                raise UserError(f"{self.bad} consecutive non-finite losses at step {self.step}: stopping. Lower the "
+                                "learning rate or check the data; the best model saved so far (if any) is kept")
             return None
+        self.bad = 0
         loss.backward()
         self.optimizer.step()
         self.optimizer.clear_grad()
@@ -118,6 +127,9 @@ class _Fit:
             self.writer.add_scalar(f"dev/{k}", v, self.step)
         if not self.best or m[cfg.metric] > self.best[cfg.metric]:
             self.best, self.best_step, self.evals_since_best = m, self.step, 0
+            if not all(bool(paddle.isfinite(p).all()) for p in self.model.parameters()):
+                raise UserError(f"the weights became non-finite by step {self.step} (a NaN/Inf learning rate or "
+                                "update?): not saving them; the best model saved so far (if any) is kept")
             if self.hooks.save_best is not None:
                 self.hooks.save_best(self.model, m)
         else:
