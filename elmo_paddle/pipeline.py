@@ -22,6 +22,7 @@ from .errors import UserError, cli
 
 @dataclass
 class ElmoStep:
+    model: str | None = None  # a trained biLM to use (model dir or shipped name, e.g. zh-char-elmo): no pretraining
     config: str = "configs/elmo_small.yaml"
     output_dir: str = "models/elmo_demo"
     overrides: list = field(default_factory=list)
@@ -57,16 +58,24 @@ class Step:
     clean: Path | None = None  # an unfinished run folder to clear before rerunning
 
 
-def plan(cfg: PipelineConfig) -> list[Step]:
-    """The ordered steps of the pipeline, each with its command and completion marker."""
-    py = sys.executable
-    data = ["--data-dir", cfg.data_dir] if cfg.data_dir else []
+def _elmo_step(cfg: PipelineConfig, py: str, data: list[str]) -> tuple[list[Step], str]:
+    """The pretraining step (none when `elmo.model` names a trained biLM) and the biLM the +ELMo runs use."""
+    if cfg.elmo.model:
+        return [], str(cfg.elmo.model)
     elmo_dir = Path(cfg.elmo.output_dir)
     pre = [py, "-m", "elmo_paddle.pretrain", "--config", cfg.elmo.config, "--output-dir", str(elmo_dir), *data,
            "--no-progress", f"runs_dir={Path(cfg.runs_dir) / 'elmo'}", *map(str, cfg.elmo.overrides)]
     if (elmo_dir / "checkpoints").is_dir() and not (elmo_dir / "final" / "manifest.json").is_file():
         pre.insert(3, "--resume")
-    steps = [Step("pretrain ELMo", pre, elmo_dir / "final" / "manifest.json", cfg.elmo.est_minutes)]
+    step = Step("pretrain ELMo", pre, elmo_dir / "final" / "manifest.json", cfg.elmo.est_minutes)
+    return [step], str(elmo_dir / "best")
+
+
+def plan(cfg: PipelineConfig) -> list[Step]:
+    """The ordered steps of the pipeline, each with its command and completion marker."""
+    py = sys.executable
+    data = ["--data-dir", cfg.data_dir] if cfg.data_dir else []
+    steps, elmo_model = _elmo_step(cfg, py, data)
     for task in ("lac", "bidaf"):
         t: TaskStep = getattr(cfg, task)
         if not t.enabled:
@@ -79,7 +88,7 @@ def plan(cfg: PipelineConfig) -> list[Step]:
                     cmd = [py, "-m", f"tasks.{task}.finetune", "--config", t.config, "--train-fraction", str(frac),
                            "--seed", str(seed), "--run-name", name, *data]
                     if variant == "elmo":
-                        cmd += ["--elmo-model", str(elmo_dir / "best")]
+                        cmd += ["--elmo-model", elmo_model]
                     cmd += [f"runs_dir={Path(cfg.runs_dir) / task}", *map(str, t.overrides)]
                     if variant == "elmo":
                         cmd += list(map(str, t.elmo_overrides))

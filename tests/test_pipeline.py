@@ -34,3 +34,16 @@ def test_pipeline_tiny_end_to_end_and_idempotent(tmp_path):
     again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0
     assert "5 already done" in again.stdout  # pretrain + 4 task runs skipped; only compare reruns
+
+
+def test_plan_uses_a_trained_biLM_by_name_without_pretraining():
+    from elmo_paddle.config import load_config
+    from elmo_paddle.pipeline import PipelineConfig, plan
+
+    cfg = load_config(PipelineConfig, str(REPO / "configs/pipeline_tiny.yaml"), ["elmo.model=zh-char-elmo"])
+    steps = plan(cfg)
+    assert not any(s.name == "pretrain ELMo" for s in steps)
+    elmo_runs = [s for s in steps if " elmo-" in s.name]
+    assert elmo_runs and all(s.cmd[s.cmd.index("--elmo-model") + 1] == "zh-char-elmo" for s in elmo_runs)
+    pretraining = plan(load_config(PipelineConfig, str(REPO / "configs/pipeline_tiny.yaml"), []))
+    assert pretraining[0].name == "pretrain ELMo"

@@ -82,10 +82,9 @@ def build_elmo(model_dir: str, *, mixes: int, gamma: float, dropout: float, l2: 
     """The frozen-biLM ELMo layer (`elmo_paddle.elmo.Elmo`) with `mixes` scalar mixes.
 
     One mix feeds the task's input; a second one feeds a later layer (LAC's `elmo_at_output`, BiDAF's
-    `elmo_at_modeling`).  `char_unit`: the task's tokens are characters, so a word-unit biLM is refused.
+    `elmo_at_modeling`).  `model_dir` may be a shipped model's name (`zh-char-elmo`); a missing one is a
+    one-line error from `Elmo` that lists the shipped names.  `char_unit`: the task's tokens are characters, so a word-unit biLM is refused.
     """
-    if not Path(model_dir).is_dir():
-        raise UserError(f"ELMo model dir {model_dir} does not exist (pretrain one first; see README)")
     try:
         from elmo_paddle.elmo import Elmo
     except ImportError as e:
