@@ -101,7 +101,7 @@ def plan(cfg: PipelineConfig) -> list[Step]:
 @cli
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m elmo_paddle.pipeline", description=__doc__.split("\n\n")[0],
-                                 epilog="Scales: configs/pipeline_demo.yaml (~20 min on 2 cores), "
+                                 epilog="Scales: configs/pipeline_demo.yaml (~10 min on 2 cores, shipped biLM), "
                                         "configs/pipeline_tiny.yaml (CI smoke test). The reported results "
                                         "come from the commands listed in RESULTS.md.")
     ap.add_argument("--config", default="configs/pipeline_demo.yaml", help="pipeline YAML (default: the demo scale)")
