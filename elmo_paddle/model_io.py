@@ -51,8 +51,11 @@ def attach_char_table(bilm: BiLM, vocab: Vocab) -> None:
         bilm.set_char_table(vocab.char_table(bilm.cfg.max_chars_per_token))
 
 
-# the models this project ships (tracked in git, each with a MODEL_CARD.md), found by name
-PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
+# the models this project ships (tracked in git, each with a MODEL_CARD.md), found by name: pretrained/ in a
+# checkout; after `pip install .` the same folders are installed as the package data elmo_paddle/pretrained/
+_HERE = Path(__file__).resolve().parent
+PRETRAINED_DIR = next((d for d in (_HERE.parent / "pretrained", _HERE / "pretrained") if d.is_dir()),
+                      _HERE.parent / "pretrained")
 
 
 def shipped_models() -> list[str]:
