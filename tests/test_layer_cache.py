@@ -23,6 +23,13 @@ def test_cache_matches_encode_and_persists_across_instances(tiny_model_dir, tmp_
     again = fresh(sents).numpy()
     assert fresh.report()["disk_hits"] == 3 and fresh.report()["misses"] == 0
     np.testing.assert_array_equal(again, got)
-    # the mix over cached layers equals the mix over freshly computed ones
+    # the mix over cached layers equals the mix over freshly computed ones (values, not just the shape)
     mask = paddle.to_tensor(np.array([[1] * 4 + [0] * 2, [1] * 2 + [0] * 4, [1] * 6], bool))
-    assert elmo.mix_layers(paddle.to_tensor(again), mask)["elmo_representations"][0].shape[:2] == [3, 6]
+    elmo.eval()  # no dropout on the mixed output
+    mix = elmo.scalar_mixes[0]  # unequal layer weights, so a mix-up of the cached layers would show
+    mix.scalar_parameters.set_value(paddle.to_tensor([1.5, 0.0, -1.5], dtype=mix.scalar_parameters.dtype))
+    cached_mix = elmo.mix_layers(paddle.to_tensor(again), mask)["elmo_representations"][0].numpy()
+    fresh_mix = elmo(elmo.batch_to_ids(sents))["elmo_representations"][0].numpy()
+    assert cached_mix.shape == fresh_mix.shape == (3, 6, elmo.output_dim)
+    np.testing.assert_allclose(cached_mix, fresh_mix, rtol=2e-3, atol=2e-3)  # float16 storage
+    assert np.abs(fresh_mix).max() > 0.1  # a real signal, not zeros on both sides
