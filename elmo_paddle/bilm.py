@@ -17,8 +17,8 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from .errors import UserError
-from .lstm import LSTM_IMPLS, BiLstmpStack, bidirectional_layers, reverse_index
-from .lstm_cpu import PackedLstmp, bilm_layers, packed_gemm_available
+from .lstm import LSTM_IMPLS, BiLstmpStack, bidirectional_layers, numpy_kernel_applies, reverse_index
+from .lstm_cpu import bilm_layers
 from .softmax import SoftmaxHead
 
 
@@ -176,11 +176,9 @@ class BiLM(nn.Layer):
         Returns whether the packed path is available now.
         """
         self._packed = None
-        w = self.lstm.layers[0].parameters()[0]
-        if (frozen and self.cfg.lstm_impl == "lstmp" and packed_gemm_available() and w.dtype == paddle.float32
-                and w.place.is_cpu_place()):
-            self._packed = [PackedLstmp(*(p.numpy() for p in (layer.w_ih, layer.w_hh, layer.bias, layer.w_proj)),
-                                        layer.cell_clip, layer.proj_clip) for layer in self.lstm.layers]
+        layers = list(self.lstm.layers)
+        if frozen and self.cfg.lstm_impl == "lstmp" and numpy_kernel_applies(layers[0].w_ih):
+            self._packed = [layer.numpy_kernel() for layer in layers]
         return self._packed is not None
 
     @property

@@ -146,17 +146,18 @@ class _LstmpRecurrence(PyLayer):
     Inputs: `x [T, 2, D, B]`, `w_ih [2, 4H, D]`, `w_hh [2, 4H, P]`, `bias [2, 4H, 1]`, `w_proj [2, P, H]`.
     Output: projected states `[T, 2, P, B]`.  Everything is laid out feature-major (`[.., F, B]`) because
     MKL is much faster at `W @ h` with W `[4H, P]` and h `[P, 32]` than at `h @ W` (measured 1.6x), and
-    the gate blocks are then contiguous.  The forward is `_lstmp_loop` (no autograd bookkeeping inside a
-    PyLayer); per step the backward needs two small GEMMs and ~20 small element-wise ops; the weight and
-    input gradients are big GEMMs over all steps after the loop.
+    the gate blocks are then contiguous.  On a CPU build with MKL both passes run the numpy kernel
+    (`lstm_cpu.PackedLstmp`, its own BPTT); elsewhere the forward is `_lstmp_loop` (no autograd bookkeeping
+    inside a PyLayer) and the backward `_bptt` (two small GEMMs and ~20 small element-wise ops a step) with
+    the weight and input gradients as big GEMMs over all steps after the loop.
     """
 
     @staticmethod
     def forward(ctx, x, w_ih, w_hh, bias, w_proj, cell_clip, proj_clip):
         # PyLayer wants None, not a gradient, for inputs that do not require one (frozen x or weights)
         ctx.needs = [not v.stop_gradient for v in (x, w_ih, w_hh, bias, w_proj)]
-        if _numpy_kernel_applies(x):
-            ctx.kernel = PackedLstmp(*(v.numpy() for v in (w_ih, w_hh, bias, w_proj)), cell_clip, proj_clip)
+        if numpy_kernel_applies(x):
+            ctx.kernel = numpy_kernel(w_ih, w_hh, bias, w_proj, cell_clip, proj_clip)
             return paddle.to_tensor(ctx.kernel(x.numpy(), keep=True))
         ctx.kernel = None
         w = LstmpWeights(paddle.concat([w_ih, w_hh], axis=2), bias, w_proj, cell_clip, proj_clip)
@@ -177,9 +178,14 @@ class _LstmpRecurrence(PyLayer):
         return _weight_and_input_grads(saved, dgs, dps, w_ih, w_proj, ctx.needs)
 
 
-def _numpy_kernel_applies(x: paddle.Tensor) -> bool:
-    """Train with `lstm_cpu.PackedLstmp` (numpy + MKL packed GEMM) where it runs: float32 on a CPU build with MKL."""
+def numpy_kernel_applies(x: paddle.Tensor) -> bool:
+    """Run `lstm_cpu.PackedLstmp` (numpy + MKL packed GEMM) where it can: float32 on a CPU build with MKL."""
     return x.dtype == paddle.float32 and x.place.is_cpu_place() and packed_gemm_available()
+
+
+def numpy_kernel(w_ih, w_hh, bias, w_proj, cell_clip, proj_clip) -> PackedLstmp:
+    """The numpy kernel over a snapshot of these weights (training step, no-grad call, frozen biLM)."""
+    return PackedLstmp(*(v.numpy() for v in (w_ih, w_hh, bias, w_proj)), cell_clip, proj_clip)
 
 
 def _bptt(saved: list, dout: paddle.Tensor, w_hh, w_proj, cell_clip, proj_clip) -> tuple[list, list]:
@@ -268,10 +274,13 @@ class BiLstmpLayer(nn.Layer):
         if paddle.is_grad_enabled() and not all(v.stop_gradient for v in (x,) + params):
             return _LstmpRecurrence.apply(x, *params, self.cell_clip, self.proj_clip)
         with paddle.no_grad():  # nothing to differentiate: no per-step values kept
-            if _numpy_kernel_applies(x):  # e.g. dev perplexity during pretraining
-                kernel = PackedLstmp(*(v.numpy() for v in params), self.cell_clip, self.proj_clip)
-                return paddle.to_tensor(kernel(x.numpy()))
+            if numpy_kernel_applies(x):  # e.g. dev perplexity during pretraining
+                return paddle.to_tensor(self.numpy_kernel()(x.numpy()))
             return _lstmp_loop(x, self.weights(), keep=False)[0]
+
+    def numpy_kernel(self) -> PackedLstmp:
+        """`lstm_cpu.PackedLstmp` over a snapshot of the current weights."""
+        return numpy_kernel(self.w_ih, self.w_hh, self.bias, self.w_proj, self.cell_clip, self.proj_clip)
 
     def autograd_forward(self, x: paddle.Tensor) -> paddle.Tensor:
         """`forward` through paddle's autograd instead of the hand-written backward (the reference in tests)."""

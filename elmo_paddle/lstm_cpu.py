@@ -150,9 +150,9 @@ class PackedLstmp:
     Per direction and step: one packed GEMM `[W_ih | b | W_hh] @ [x_t; 1; h]` gives all gates (measured
     faster here than one big GEMM for the input part of all steps plus a per-step `W_hh @ h`); one MKL tanh
     covers all four gates (the i, f, o rows are pre-halved: sigmoid(z) = (tanh(z / 2) + 1) / 2); the
-    projection's packed GEMM writes h straight into the next step's input buffer.  The backward pass needs
-    `W_proj^T @ dp` and `W_hh^T @ dg` per step (packed the first time a backward runs) and three big GEMMs
-    over all steps for the weight and input gradients.
+    projection's packed GEMM writes h straight into the next step's input buffer.  The backward pass multiplies
+    by packed `W_proj^T` and `[W_ih | b | W_hh]^T` per step (one GEMM gives dx_t and dh; packed the first time
+    a backward runs) and accumulates the weight gradients as rank-B updates per step.
     """
 
     def __init__(self, w_ih: np.ndarray, w_hh: np.ndarray, bias: np.ndarray, w_proj: np.ndarray,
@@ -160,12 +160,12 @@ class PackedLstmp:
         H = w_ih.shape[1] // 4
         self.D, self.P, self.H = w_ih.shape[2], w_proj.shape[1], H
         self.cell_clip, self.proj_clip = cell_clip, proj_clip
-        self.w_ih, self.w_hh, self.w_proj = w_ih, w_hh, w_proj
+        self.w_ih, self.w_hh, self.bias, self.w_proj = w_ih, w_hh, bias.reshape(2, -1, 1), w_proj
         scale = np.concatenate([np.full(3 * H, 0.5), np.ones(H)]).astype("float32")[:, None]
         self.gates = [_PackedMatrix(np.concatenate([w_ih[d], bias[d].reshape(-1, 1), w_hh[d]], axis=1) * scale)
                       for d in range(2)]
         self.proj = [_PackedMatrix(w_proj[d]) for d in range(2)]
-        self.back = None  # (W_proj^T, W_hh^T) packed per direction, on the first backward
+        self.back = None  # (W_proj^T, [W_ih | b | W_hh]^T) packed per direction, on the first backward
         self.caches: list[_Cache] | None = None
         self.out = None
 
@@ -217,8 +217,7 @@ class PackedLstmp:
             raise RuntimeError("PackedLstmp.backward needs a forward call with keep=True first")
         if self.back is None:  # W_proj^T and [W_ih | b | W_hh]^T (its product with dg gives dx and dh at once)
             self.back = [(_PackedMatrix(self.w_proj[d].T),
-                          _PackedMatrix(self.gates[d].a.T * np.concatenate([np.full(3 * self.H, 2.0),
-                                                                             np.ones(self.H)]).astype("float32")))
+                          _PackedMatrix(np.concatenate([self.w_ih[d], self.bias[d], self.w_hh[d]], axis=1).T))
                          for d in range(2)]
         T, _, P, B = dout.shape
         D, H = self.D, self.H
@@ -277,15 +276,14 @@ class PackedLstmp:
             _gemm(dp, cache.m[t], dw_proj, trans_b=True, beta=1.0)
 
 
-def _gemm(a: np.ndarray, b: np.ndarray, c: np.ndarray, trans_a: bool = False, trans_b: bool = False,
-          beta: float = 0.0) -> None:
-    """`c = op(a) @ op(b) + beta * c` with MKL's sgemm on C-contiguous float32 arrays (MKL, not numpy's BLAS: it obeys
+def _gemm(a: np.ndarray, b: np.ndarray, c: np.ndarray, trans_b: bool = False, beta: float = 0.0) -> None:
+    """`c = a @ op(b) + beta * c` with MKL's sgemm on C-contiguous float32 arrays (MKL, not numpy's BLAS: it obeys
     the per-thread MKL setting that keeps the two direction threads from oversubscribing the cores)."""
     M, N = c.shape
-    K = a.shape[0] if trans_a else a.shape[1]
+    K = a.shape[1]
     assert a.flags.c_contiguous and b.flags.c_contiguous and c.flags.c_contiguous
     assert a.dtype == b.dtype == c.dtype == np.float32
-    _mkl().cblas_sgemm(_ROW_MAJOR, _TRANS if trans_a else _NO_TRANS, _TRANS if trans_b else _NO_TRANS, M, N, K,
+    _mkl().cblas_sgemm(_ROW_MAJOR, _NO_TRANS, _TRANS if trans_b else _NO_TRANS, M, N, K,
                        1.0, a.ctypes.data, a.shape[1], b.ctypes.data, b.shape[1], beta, c.ctypes.data, N)
 
 
