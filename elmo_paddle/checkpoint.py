@@ -116,7 +116,7 @@ def _save_tensors(tensors: dict[str, np.ndarray], path: Path) -> None:
     save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(path))
 
 
-def _load_tensors(path: Path) -> dict[str, np.ndarray]:
+def load_tensors(path: Path) -> dict[str, np.ndarray]:
     from safetensors.numpy import load_file
 
     try:
@@ -228,7 +228,7 @@ def model_tensors(model: paddle.nn.Layer) -> dict[str, np.ndarray]:
 def load_model_tensors(model: paddle.nn.Layer, path: str | os.PathLike, name: str = "weights.safetensors",
                        prefix: str = "") -> None:
     """Load safetensors weights into `model`; shape or name mismatches are a clear error."""
-    arrays = _load_tensors(Path(path) / name)
+    arrays = load_tensors(Path(path) / name)
     own = model.state_dict()
     missing = [k for k in own if prefix + k not in arrays]
     if missing:
@@ -268,7 +268,7 @@ def load_optimizer(opt: paddle.optimizer.Optimizer, model: paddle.nn.Layer, path
     shapes = {n: list(p.shape) for n, p in model.named_parameters()}
     adapt = getattr(model, "adapt_loaded_array", None)
     state: dict[str, Any] = dict(extra)
-    for k, v in _load_tensors(path / "optimizer.safetensors").items():
+    for k, v in load_tensors(path / "optimizer.safetensors").items():
         struct, _, suffix = k.partition("::")
         if struct and struct not in to_name:
             raise UserError(f"optimizer state in {path} is for parameter {struct}, which this model lacks")

@@ -3,13 +3,12 @@
 Steps: pretrain (or reuse) an ELMo biLM -> train each task's baseline and +ELMo for every training
 fraction and seed -> `tasks.compare` table and plots.  Every step is a subprocess running the same public
 command a user would type (printed before it runs).  Finished steps are skipped, so the command is
-idempotent and resumable: pretraining resumes from its last checkpoint, a task run that died is rerun.
+idempotent and resumable: pretraining and a task run that died resume from their last checkpoints.
 """
 from __future__ import annotations
 
 import argparse
 import shlex
-import shutil
 import subprocess
 import sys
 import time
@@ -55,7 +54,6 @@ class Step:
     cmd: list
     done: Path  # the file whose existence means the step is finished
     est_minutes: float
-    clean: Path | None = None  # an unfinished run folder to clear before rerunning
 
 
 def _elmo_step(cfg: PipelineConfig, py: str, data: list[str]) -> tuple[list[Step], str]:
@@ -86,14 +84,14 @@ def plan(cfg: PipelineConfig) -> list[Step]:
                     name = f"{variant}-f{frac:g}-s{seed}"
                     run_dir = Path(cfg.runs_dir) / task / name
                     cmd = [py, "-m", f"tasks.{task}.finetune", "--config", t.config, "--train-fraction", str(frac),
-                           "--seed", str(seed), "--run-name", name, *data]
+                           "--seed", str(seed), "--run-name", name, "--resume", *data]
                     if variant == "elmo":
                         cmd += ["--elmo-model", elmo_model]
                     cmd += [f"runs_dir={Path(cfg.runs_dir) / task}", *map(str, t.overrides)]
                     if variant == "elmo":
                         cmd += list(map(str, t.elmo_overrides))
                     est = t.est_minutes * (2 if variant == "elmo" else 1)
-                    steps.append(Step(f"{task} {name}", cmd, run_dir / "metrics.json", est, run_dir))
+                    steps.append(Step(f"{task} {name}", cmd, run_dir / "metrics.json", est))
     steps.append(Step("compare", [py, "-m", "tasks.compare", cfg.runs_dir], Path("/nonexistent/always-run"), 0.2))
     return steps
 
@@ -127,8 +125,6 @@ def main(argv: list[str] | None = None) -> int:
     for i, s in enumerate(steps, 1):
         if s.done.is_file():
             continue
-        if s.clean is not None and s.clean.exists():
-            shutil.rmtree(s.clean)  # an unfinished run: its partial logs would double up in VisualDL
         elapsed = (time.time() - t_start) / 60
         print(f"\n[{i}/{len(steps)}] {s.name} (~{s.est_minutes:.0f} min; {elapsed:.1f} min elapsed)\n$ {shlex.join(s.cmd)}",
               flush=True)

@@ -37,7 +37,7 @@ def main() -> None:
     files = {n: ckpt.read_json(src, n) for n in ("config.json", "vocab.json", "corpus.json")}
     root = resolve_data_dir(args.data_dir)
     files["corpus.json"]["files"] = [relative_to_data_dir(f, root) for f in files["corpus.json"]["files"]]
-    tensors = {"weights.safetensors": ckpt._load_tensors(src / "weights.safetensors")}
+    tensors = {"weights.safetensors": ckpt.load_tensors(src / "weights.safetensors")}
     out = ckpt.write_dir(PRETRAINED_DIR / args.name, files, tensors)
     print(f"shipped {src} as {out}")
 

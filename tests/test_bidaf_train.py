@@ -14,6 +14,7 @@ import pytest
 
 import tasks.bidaf.checkpoint as checkpoint
 import tasks.bidaf.finetune as finetune
+import tasks.common.elmo_ref as elmo_ref
 from elmo_paddle.runtime import to_tensors
 from tasks.bidaf.checkpoint import load_model, save_model, trainable_state
 from tasks.bidaf.data import QAExample, build_vocab, encode_batch, make_features
@@ -155,6 +156,10 @@ def test_finetune_and_predict_cli(tmp_path, monkeypatch, capsys, use_elmo):
     extra = []
     if use_elmo:
         monkeypatch.setattr(checkpoint, "build_elmo", lambda cfg: FakeElmo(2 if cfg.get("elmo_at_modeling") else 1))
+        # the fake biLM has no model folder: name it as given (tests/test_elmo_ref.py covers the real naming)
+        monkeypatch.setattr(elmo_ref, "canonical", lambda ref: ref)
+        monkeypatch.setattr(elmo_ref, "record", lambda cfg, task_dir: cfg)
+        monkeypatch.setattr(elmo_ref, "resolve", lambda cfg, task_dir: cfg["elmo_model"])
         extra = ["--elmo-model", str(tmp_path), "elmo_at_modeling=true"]
     args = ["--data-dir", str(tmp_path / "data"), "--run-name", "t", "--max-steps", "2", "--epochs", "1",
             f"runs_dir={tmp_path / 'runs'}", "train_file=cmrc2018/cmrc2018_train.json",

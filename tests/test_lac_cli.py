@@ -54,7 +54,7 @@ def test_finetune_outputs(trained):
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["test"]["f1"] > 90 and "seg_f1" in metrics["test"] and "PER_f1" in metrics["test"]
     assert metrics["config"]["seed"] == 3 and metrics["train_seconds"] > 0
-    assert sorted(p.name for p in (run / "best").iterdir()) == ["config.json", "model.safetensors", "tags.json",
+    assert sorted(p.name for p in (run / "best").iterdir()) == ["config.json", "manifest.json", "model.safetensors", "tags.json",
                                                                  "vocab.json"]
     assert any(p.name.startswith("vdlrecords") for p in run.iterdir())
 

@@ -142,7 +142,7 @@ def test_checkpoint_round_trip_is_exact_and_not_pickle(tmp_path):
     cfg = dict(emb_dim=8, hidden_dim=8, num_layers=2, dropout=0.0, crf_lr=1.0, elmo_model=None,
                elmo_at_output=False, elmo_gamma=1.0, elmo_dropout=0.5)
     save_model(tmp_path, model, cfg, vocab, tags)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors", "tags.json", "vocab.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "manifest.json", "model.safetensors", "tags.json", "vocab.json"]
     loaded, cfg2, vocab2, tags2 = load_model(tmp_path)
     for k, v in model.state_dict().items():
         assert np.array_equal(v.numpy(), loaded.state_dict()[k].numpy()), k

@@ -1,18 +1,21 @@
 """A trained BiDAF folder: model.safetensors (weights), config.json (sizes + run config), vocab.json.
 
-No pickle anywhere: weights go through safetensors, everything else is JSON.  The frozen biLM's weights
-are not copied in; config.json names the ELMo model folder and it is loaded from there.
+No pickle anywhere: weights go through safetensors, everything else is JSON.  The folder is written
+atomically with a sha256 manifest (`elmo_paddle.checkpoint.write_dir`) and verified on load: a flipped byte
+or a truncated file is a one-line error naming the file.  The frozen biLM's weights are not copied in;
+config.json names the ELMo model as `tasks.common.elmo_ref` records it, and it is loaded from there.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
 import paddle
 
+from elmo_paddle import checkpoint as ckpt
 from elmo_paddle.errors import UserError
+from tasks.common import elmo_ref
 from tasks.common.run import build_elmo as _build_elmo
 
 from elmo_paddle.vocab import TokenIds, token_ids_from_json
@@ -48,35 +51,33 @@ def trainable_state(model: BiDAF) -> dict[str, paddle.Tensor]:
 
 
 def save_model(model: BiDAF, out_dir: str | Path, chars: TokenIds, words: TokenIds, config: dict[str, Any]) -> None:
-    """Write the three files of a model folder (overwriting)."""
-    from safetensors.paddle import save_file
-
+    """Write the three files of a model folder and its manifest, atomically (replacing an older one)."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_file(trainable_state(model), str(out / WEIGHTS))
-    (out / CONFIG).write_text(json.dumps({"sizes": dataclasses.asdict(model.sizes), "config": config},
-                                         ensure_ascii=False, indent=1), encoding="utf-8")
-    (out / VOCAB).write_text(json.dumps({"chars": chars.itos, "words": words.itos}, ensure_ascii=False),
-                             encoding="utf-8")
+    ckpt.write_dir(out, {CONFIG: {"sizes": dataclasses.asdict(model.sizes), "config": elmo_ref.record(config, out)},
+                         VOCAB: {"chars": chars.itos, "words": words.itos}},
+                   {WEIGHTS: {k: v.numpy() for k, v in trainable_state(model).items()}})
 
 
-def _read(path: Path) -> Any:
-    if not path.is_file():
-        raise UserError(f"{path} is missing: is {path.parent} a BiDAF model folder written by tasks.bidaf.finetune?")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise UserError(f"{path} is not valid JSON ({e})") from None
+def load_weights(model: BiDAF, model_dir: str | Path) -> None:
+    """The trainable weights of a verified model folder into `model` (its frozen biLM stays as it is)."""
+    d = Path(model_dir)
+    state = ckpt.load_tensors(d / WEIGHTS)
+    want = set(trainable_state(model))
+    if want - set(state):
+        raise UserError(f"{d / WEIGHTS} lacks weights {sorted(want - set(state))[:3]}...: wrong model folder?")
+    model.set_state_dict({k: paddle.to_tensor(v) for k, v in state.items()})
 
 
 def load_model(model_dir: str | Path) -> tuple[BiDAF, TokenIds, TokenIds, dict[str, Any]]:
-    """Rebuild the network from a model folder; returns (model in eval mode, chars, words, run config)."""
-    from safetensors.paddle import load_file
-
+    """Rebuild the network from a verified model folder; returns (model in eval mode, chars, words, run config)."""
     d = Path(model_dir)
     if not d.is_dir():
         raise UserError(f"model folder {d} does not exist")
-    cfg, voc = _read(d / CONFIG), _read(d / VOCAB)
+    for name in (CONFIG, VOCAB, WEIGHTS):
+        if not (d / name).is_file():
+            raise UserError(f"{d / name} is missing: is {d} a BiDAF model folder written by tasks.bidaf.finetune?")
+    ckpt.verify_dir(d)
+    cfg, voc = ckpt.read_json(d, CONFIG), ckpt.read_json(d, VOCAB)
     try:
         sizes = ModelSizes(**cfg["sizes"])
         chars = token_ids_from_json(voc["chars"], str(d / VOCAB))
@@ -84,16 +85,9 @@ def load_model(model_dir: str | Path) -> tuple[BiDAF, TokenIds, TokenIds, dict[s
     except (KeyError, TypeError) as e:
         raise UserError(f"{d}: config.json/vocab.json do not describe a BiDAF model ({e})") from None
     run_cfg = cfg.get("config", {})
+    if sizes.elmo_dim:
+        run_cfg = {**run_cfg, "elmo_model": elmo_ref.resolve(run_cfg, d)}
     model = BiDAF(sizes, build_elmo(run_cfg) if sizes.elmo_dim else None)
-    if not (d / WEIGHTS).is_file():
-        raise UserError(f"{d / WEIGHTS} is missing")
-    try:
-        state = load_file(str(d / WEIGHTS))
-    except Exception as e:  # safetensors raises its own error types for corrupt headers
-        raise UserError(f"{d / WEIGHTS} is not a readable safetensors file ({e})") from None
-    model.set_state_dict(state)
-    want = set(trainable_state(model))
-    if want - set(state):
-        raise UserError(f"{d / WEIGHTS} lacks weights {sorted(want - set(state))[:3]}...: wrong model folder?")
+    load_weights(model, d)
     model.eval()
     return model, chars, words, run_cfg

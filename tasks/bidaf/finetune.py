@@ -20,13 +20,14 @@ from typing import Any, Sequence
 import numpy as np
 import paddle
 
+from elmo_paddle import checkpoint as ckpt
 from elmo_paddle.config import to_dict
 from elmo_paddle.data_dir import data_path
 from elmo_paddle.errors import UserError, cli
 from elmo_paddle.runtime import to_tensors
 from elmo_paddle.vocab import TokenIds
-from tasks.common.run import (build_optimizer, check_train_fraction, load_run_config, run_parser, seed_everything,
-                              write_metrics)
+from tasks.common.run import (build_optimizer, check_train_fraction, fit_fingerprint, load_run_config, run_parser,
+                              seed_everything, write_metrics)
 
 from . import checkpoint
 from .data import (Feature, LoadStats, QAExample, build_vocab, encode_batch, load_squad, make_features, references,
@@ -77,6 +78,7 @@ class BidafConfig:
     eval_every: int = 0              # steps; 0: once per epoch
     patience: int | None = None
     seed: int = 1
+    resume: bool = False             # --resume: continue run_name's newest checkpoint
     # output
     runs_dir: str = "runs/bidaf"
     run_name: str | None = None
@@ -216,7 +218,8 @@ def train(cfg: BidafConfig, cfg_dict: dict[str, Any], splits: dict[str, Split], 
     return fit(reader.model, opt, hooks, FitConfig(
         run_dir, metric="f1", epochs=cfg.epochs, max_steps=cfg.max_steps, eval_every=cfg.eval_every,
         patience=cfg.patience, desc=f"bidaf {cfg_dict['run_name']}",
-        hparams={k: v for k, v in cfg_dict.items() if k in HPARAMS}))
+        hparams={k: v for k, v in cfg_dict.items() if k in HPARAMS}, seed=cfg.seed, resume=cfg.resume,
+        fingerprint=fit_fingerprint(cfg_dict)))
 
 
 def score_test(cfg: BidafConfig, run_dir: Path, test: Split, reader: Reader) -> tuple[dict[str, Any], float]:
@@ -226,8 +229,8 @@ def score_test(cfg: BidafConfig, run_dir: Path, test: Split, reader: Reader) -> 
     if model.elmo is None:
         best_model = checkpoint.load_model(model_dir)[0]
     else:  # same Elmo instance: reload only the trainable weights
-        from safetensors.paddle import load_file
-        model.set_state_dict(load_file(str(model_dir / "model.safetensors")))
+        ckpt.verify_dir(model_dir)
+        checkpoint.load_weights(model, model_dir)
         best_model = model
     t0 = time.time()
     preds = reader.answers(best_model, test, cfg)
@@ -240,7 +243,8 @@ def score_test(cfg: BidafConfig, run_dir: Path, test: Split, reader: Reader) -> 
 def main(argv: Sequence[str] | None = None) -> int:
     cfg, data_dir = configure(argv)
     seed_everything(cfg.seed)
-    run_name = cfg.run_name or f"{'elmo' if cfg.elmo_model else 'base'}-s{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    # a stable default name (variant, fraction, seed), so that --resume finds the run again
+    run_name = cfg.run_name or f"{'elmo' if cfg.elmo_model else 'base'}-f{cfg.train_fraction:g}-s{cfg.seed}"
     run_dir = Path(cfg.runs_dir) / run_name
     splits = load_splits(cfg, data_dir)
     reader = build(cfg, splits["train"].features)

@@ -21,7 +21,11 @@ T = TypeVar("T")
 SCORE_SCALE = "percent"
 
 # the flags both tasks take; each sets the config key of the same name
-COMMON_FLAGS = ("elmo_model", "train_fraction", "seed", "run_name", "epochs", "max_steps")
+COMMON_FLAGS = ("elmo_model", "train_fraction", "seed", "run_name", "epochs", "max_steps", "resume")
+
+# config keys a resumed run may change: how long it trains and where/how fast it runs, not what it learns
+RESUMABLE_CHANGES = ("epochs", "max_steps", "patience", "run_name", "runs_dir", "threads", "data_dir", "resume",
+                     "elmo_cache_mb", "elmo_cache_dir", "eval_every", "eval_batch_size")
 
 
 def run_parser(prog: str, description: str, config_default: str | None, config_help: str) -> argparse.ArgumentParser:
@@ -42,6 +46,9 @@ def run_parser(prog: str, description: str, config_default: str | None, config_h
     p.add_argument("--data-dir", help="data folder (default $ELMO_PADDLE_DATA, else ../shared/data)")
     p.add_argument("--epochs", type=int, help="passes over the training data")
     p.add_argument("--max-steps", type=int, help="stop after N optimizer steps (smoke runs)")
+    p.add_argument("--resume", action="store_true", default=None,
+                   help="continue the run of the same name from its newest checkpoint (same curve as an "
+                        "uninterrupted run); with a larger --epochs/--max-steps, extend a finished one")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="override any config key")
     return p
 
@@ -50,7 +57,16 @@ def load_run_config(cls: type[T], args: argparse.Namespace, flags: Sequence[str]
     """`cls` from --config, then the key=value overrides, then the `flags` given (a flag wins over key=value)."""
     overrides = parse_overrides(args.overrides)
     overrides.update({k: getattr(args, k) for k in flags if getattr(args, k) is not None})
-    return load_config(cls, args.config, overrides)
+    cfg = load_config(cls, args.config, overrides)
+    if getattr(cfg, "elmo_model", None):
+        from . import elmo_ref
+        cfg.elmo_model = elmo_ref.canonical(cfg.elmo_model)  # a missing biLM fails here, before any work
+    return cfg
+
+
+def fit_fingerprint(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The settings a resumed run must share with its checkpoint (all but `RESUMABLE_CHANGES`)."""
+    return {k: v for k, v in cfg.items() if k not in RESUMABLE_CHANGES}
 
 
 def check_train_fraction(fraction: float) -> None:

@@ -1,8 +1,14 @@
 """The one training loop both task adapters (LAC, BiDAF) use.
 
 It owns what every task run needs and nothing task-specific: epochs/steps, periodic dev evaluation, keeping
-the best checkpoint by a dev metric, early stopping, VisualDL scalars and hparams, a tqdm progress bar, and a
-NaN guard (gradient clipping is the optimizer's: `tasks.common.run.build_optimizer`).  The task supplies the model, the optimizer and its `TaskHooks`
+the best checkpoint by a dev metric, early stopping, VisualDL scalars and hparams, a tqdm progress bar, a
+NaN guard (gradient clipping is the optimizer's: `tasks.common.run.build_optimizer`) and resumable runs.
+
+Resume is exact: a checkpoint (`tasks.common.fit_checkpoint`) is written after every dev evaluation (and
+every `checkpoint_every` steps), with the data position; paddle is reseeded from (seed, step) before every
+step, so dropout after a resume draws what the uninterrupted run drew, and the batches of an epoch are a
+function of the epoch.  A run killed at any point and resumed gives the uninterrupted run's curve and weights
+(tests/test_fit_resume.py, with a real SIGKILL).  The task supplies the model, the optimizer and its `TaskHooks`
 (batches, loss, dev evaluation); `FitConfig` says how long to train and when to evaluate and stop.
 """
 from __future__ import annotations
@@ -17,7 +23,10 @@ from typing import Any, Callable, Iterable
 import paddle
 from tqdm import tqdm
 
+from elmo_paddle import checkpoint as ckpt
 from elmo_paddle.errors import UserError
+
+from . import fit_checkpoint
 
 
 @dataclass
@@ -35,6 +44,11 @@ class FitConfig:
     max_bad_steps: int = 20              # stop (one-line error) after this many consecutive non-finite losses
     desc: str = "train"                  # progress-bar label
     hparams: dict[str, Any] | None = None  # VisualDL's hparams view (ELMo model, gamma, train fraction, seed...)
+    seed: int = 0                        # paddle is reseeded from (seed, step) before every step (resume-exact)
+    resume: bool = False                 # continue from the newest checkpoint in run_dir/checkpoints
+    checkpoint_every: int = 0            # also checkpoint every N steps (0: only after each dev evaluation)
+    keep_checkpoints: int = 2            # newest verified checkpoints kept (older ones are pruned)
+    fingerprint: dict[str, Any] | None = None  # settings a resumed run must share with the checkpoint's run
 
 
 @dataclass
@@ -74,21 +88,48 @@ def _scalar_hparams(hparams: dict[str, Any]) -> dict[str, Any]:
 
 
 class _Fit:
-    """The state of one `fit` call (step, best dev scores, history) and its pieces: a step, an evaluation, an epoch."""
+    """The state of one `fit` call (step, data position, best dev scores, history) and its pieces: a step, an
+    evaluation, a checkpoint, an epoch."""
 
     def __init__(self, model: paddle.nn.Layer, optimizer: paddle.optimizer.Optimizer, hooks: TaskHooks,
                  cfg: FitConfig, writer: Any) -> None:
         self.model, self.optimizer, self.hooks, self.cfg, self.writer = model, optimizer, hooks, cfg, writer
         self.best: dict[str, float] = {}
         self.best_step, self.step, self.evals_since_best = -1, 0, 0
+        self.epoch, self.batch_in_epoch = 0, 0  # the data position: batches of `epoch` already consumed
         self.history: list[dict[str, float]] = []
         self.train_seconds = 0.0
-        self.stop = False
+        self.stop = self.stopped_early = False
         self.bad = 0  # consecutive non-finite losses
-        self.bar = tqdm(total=cfg.max_steps, desc=cfg.desc, unit="step", dynamic_ncols=True, leave=False)
+        self.bar: Any = None
 
+    # ------------------------------------------------------------ resume
+    def state(self) -> dict[str, Any]:
+        keys = ("step", "epoch", "batch_in_epoch", "best", "best_step", "evals_since_best", "history",
+                "train_seconds", "stopped_early")
+        return {**{k: getattr(self, k) for k in keys}, "fingerprint": self.cfg.fingerprint or {}}
+
+    def resume_from(self, path: Path) -> None:
+        st = fit_checkpoint.restore(path, self.model, self.optimizer, self.cfg.fingerprint or {})
+        for k in ("step", "epoch", "batch_in_epoch", "best", "best_step", "evals_since_best", "history",
+                  "train_seconds", "stopped_early"):
+            setattr(self, k, st[k])
+        print(f"resumed from {path} at step {self.step} (epoch {self.epoch}, batch {self.batch_in_epoch})")
+
+    def save_checkpoint(self) -> None:
+        self.check_finite()
+        fit_checkpoint.save(Path(self.cfg.run_dir), self.step, self.model, self.optimizer, self.state(),
+                            self.cfg.keep_checkpoints)
+
+    def check_finite(self) -> None:
+        if not all(bool(paddle.isfinite(p).all()) for p in self.model.parameters() if not p.stop_gradient):
+            raise UserError(f"the weights became non-finite by step {self.step} (a NaN/Inf learning rate or "
+                            "update?): not saving them; the best model saved so far (if any) is kept")
+
+    # ------------------------------------------------------------ training
     def train_step(self, batch: Any) -> float | None:
         """One optimizer step; None (and no step) when the loss is not finite."""
+        paddle.seed(self.cfg.seed * 1_000_003 + self.step)  # dropout draws depend on the step only: resume-exact
         loss = self.hooks.loss(self.model, batch)
         value = float(loss)
         if not math.isfinite(value):
@@ -106,6 +147,8 @@ class _Fit:
         self.optimizer.clear_grad()
         self.step += 1
         self.bar.update(1)
+        if ckpt.fault_at("kill", self.step):  # fault injection for the resume tests (ELMO_PADDLE_FAULT=kill@S)
+            ckpt.kill_self()
         return value
 
     def log_train(self, value: float, n_ex: int, seconds: float) -> None:
@@ -115,7 +158,8 @@ class _Fit:
         self.bar.set_postfix(loss=f"{value:.3f}", best=f"{self.best.get(self.cfg.metric, float('nan')):.2f}")
 
     def evaluate(self) -> None:
-        """Score dev, log it, keep the best (saving it), and decide whether to stop (patience, stop_at)."""
+        """Score dev, log it, keep the best (saving it), decide whether to stop (patience, stop_at), and
+        checkpoint the run (after the decision, so a resumed run knows it)."""
         cfg = self.cfg
         self.model.eval()
         with paddle.no_grad():
@@ -127,47 +171,59 @@ class _Fit:
             self.writer.add_scalar(f"dev/{k}", v, self.step)
         if not self.best or m[cfg.metric] > self.best[cfg.metric]:
             self.best, self.best_step, self.evals_since_best = m, self.step, 0
-            if not all(bool(paddle.isfinite(p).all()) for p in self.model.parameters()):
-                raise UserError(f"the weights became non-finite by step {self.step} (a NaN/Inf learning rate or "
-                                "update?): not saving them; the best model saved so far (if any) is kept")
+            self.check_finite()
             if self.hooks.save_best is not None:
                 self.hooks.save_best(self.model, m)
         else:
             self.evals_since_best += 1
         if (cfg.patience is not None and self.evals_since_best >= cfg.patience) \
                 or (cfg.stop_at is not None and self.best[cfg.metric] >= cfg.stop_at):
-            self.stop = True
+            self.stop = self.stopped_early = True
+        self.save_checkpoint()
 
-    def epoch(self, epoch: int) -> None:
-        """Train on one epoch's batches, evaluating every `eval_every` steps; ends early on a stop."""
+    def epoch_batches(self) -> Iterable[Any]:
+        """This epoch's batches from the data position on (a resumed run skips those it already trained on)."""
+        for i, batch in enumerate(self.hooks.train_batches(self.epoch)):
+            if i >= self.batch_in_epoch:
+                self.batch_in_epoch = i + 1
+                yield batch
+
+    def run_epoch(self) -> None:
+        """Train on the rest of this epoch's batches, evaluating every `eval_every` steps; ends early on a stop."""
         cfg, size_of = self.cfg, self.hooks.batch_size_of
         t0, n_ex = time.time(), 0
-        for batch in self.hooks.train_batches(epoch):
+        for batch in self.epoch_batches():
             value = self.train_step(batch)
             if value is None:
                 continue
             n_ex += size_of(batch) if size_of else 1
             if self.step % cfg.log_every == 0:
                 self.log_train(value, n_ex, time.time() - t0)
-            if cfg.eval_every and self.step % cfg.eval_every == 0:
+            if cfg.max_steps is not None and self.step >= cfg.max_steps:
+                self.stop = True
+            if (cfg.eval_every and self.step % cfg.eval_every == 0) or self.stop:
                 self.train_seconds += time.time() - t0
                 self.evaluate()
                 t0, n_ex = time.time(), 0
-            if cfg.max_steps is not None and self.step >= cfg.max_steps:
-                self.stop = True
+            elif cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+                self.save_checkpoint()
             if self.stop:
-                break
+                return
         self.train_seconds += time.time() - t0
+        self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+        last_eval = self.history[-1]["step"] if self.history else -1
+        if (not cfg.eval_every or self.epoch >= cfg.epochs) and last_eval != self.step:
+            self.evaluate()  # once per epoch, and always after the last one
 
     def run(self) -> FitResult:
         self.model.train()
-        for epoch in range(self.cfg.epochs):
-            self.epoch(epoch)
-            # once per epoch, or a last time when stopping between scheduled evaluations
-            if not self.cfg.eval_every or (self.stop and (not self.history or self.history[-1]["step"] != self.step)):
-                self.evaluate()
-            if self.stop:
-                break
+        done = lambda: self.stopped_early or (self.cfg.max_steps is not None and self.step >= self.cfg.max_steps)  # noqa: E731
+        self.bar = tqdm(total=self.cfg.max_steps, initial=self.step, desc=self.cfg.desc, unit="step",
+                        dynamic_ncols=True, leave=False)
+        while self.epoch < self.cfg.epochs and not done():
+            self.run_epoch()
+        if not self.history or self.history[-1]["step"] != self.step:
+            self.evaluate()  # a run extended by --resume with nothing left to train, or an empty last epoch
         self.bar.close()
         if self.cfg.hparams:
             self.writer.add_hparams(_scalar_hparams(self.cfg.hparams), [f"dev/{k}" for k in (self.best or {})])
@@ -177,12 +233,21 @@ class _Fit:
 
 def fit(model: paddle.nn.Layer, optimizer: paddle.optimizer.Optimizer, hooks: TaskHooks, cfg: FitConfig) -> FitResult:
     """Train `model` and keep the best dev result; writes `cfg.run_dir/history.json` (the `FitResult`:
-    best dev scores, their step, steps, training seconds and every dev evaluation)."""
+    best dev scores, their step, steps, training seconds and every dev evaluation).
+
+    With `cfg.resume`, continues from the newest verified checkpoint in `cfg.run_dir/checkpoints` (a finished
+    run returns its result without training; a larger `epochs`/`max_steps` extends it).  Without it, a
+    run_dir that holds checkpoints is refused with a one-line error.
+    """
     from visualdl import LogWriter
 
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    last = fit_checkpoint.to_resume(run_dir, cfg.resume)
     with LogWriter(logdir=str(run_dir)) as writer:
-        result = _Fit(model, optimizer, hooks, cfg, writer).run()
+        run = _Fit(model, optimizer, hooks, cfg, writer)
+        if last is not None:
+            run.resume_from(last)
+        result = run.run()
     (run_dir / "history.json").write_text(json.dumps(result.__dict__, indent=1, ensure_ascii=False))
     return result

@@ -1,11 +1,19 @@
-"""A trained tagger on disk: model.safetensors + config.json + vocab.json + tags.json (no pickle)."""
+"""A trained tagger on disk: model.safetensors + config.json + vocab.json + tags.json (no pickle).
+
+Written atomically with a sha256 manifest (`elmo_paddle.checkpoint.write_dir`, as biLM folders are) and
+verified on load, so a flipped byte or a truncated file is a one-line error naming the file, not a tagger
+that silently tags differently.  A +ELMo tagger names its biLM as `tasks.common.elmo_ref` records it.
+"""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+import paddle
+
+from elmo_paddle import checkpoint as ckpt
 from elmo_paddle.errors import UserError
+from tasks.common import elmo_ref
 from tasks.common.run import build_elmo
 
 from elmo_paddle.vocab import TokenIds
@@ -28,33 +36,26 @@ def build_tagger(cfg: dict[str, Any], vocab_size: int, num_tags: int, elmo=None)
 
 
 def save_model(out_dir: Path, model: LacTagger, cfg: dict[str, Any], vocab: TokenIds, tags: list[str]) -> None:
-    """Write the four files; weights via safetensors (frozen biLM weights are not copied)."""
-    from safetensors.paddle import save_file
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().contiguous() for k, v in model.trainable_state().items()},
-              str(out_dir / "model.safetensors"))
-    (out_dir / "config.json").write_text(json.dumps(cfg, indent=1, ensure_ascii=False), encoding="utf-8")
-    (out_dir / "vocab.json").write_text(json.dumps(vocab.itos, ensure_ascii=False), encoding="utf-8")
-    (out_dir / "tags.json").write_text(json.dumps(tags, ensure_ascii=False), encoding="utf-8")
+    """Write the four files and the manifest, atomically (frozen biLM weights are not copied)."""
+    weights = {k: v.detach().numpy() for k, v in model.trainable_state().items()}
+    ckpt.write_dir(out_dir, {"config.json": elmo_ref.record(cfg, out_dir), "vocab.json": vocab.itos,
+                             "tags.json": tags}, {"model.safetensors": weights})
 
 
 def load_model(model_dir: str | Path, elmo=None) -> tuple[LacTagger, dict[str, Any], TokenIds, list[str]]:
-    """Load a saved tagger (eval mode); a missing/incomplete dir is a UserError naming what is missing."""
-    from safetensors.paddle import load_file
-
+    """Load a saved tagger (eval mode); a missing, incomplete or modified dir is a UserError naming the file."""
     d = Path(model_dir)
     missing = [f for f in FILES if not (d / f).is_file()]
     if missing:
         raise UserError(f"{d} is not a LAC model dir (missing {', '.join(missing)}); "
                         "train one with python -m tasks.lac.finetune (it saves runs/lac/<run>/best)")
-    try:
-        cfg = json.loads((d / "config.json").read_text(encoding="utf-8"))
-        vocab = char_vocab_from_json(json.loads((d / "vocab.json").read_text(encoding="utf-8")), str(d / "vocab.json"))
-        tags = json.loads((d / "tags.json").read_text(encoding="utf-8"))
-        weights = load_file(str(d / "model.safetensors"))
-    except (ValueError, OSError) as e:
-        raise UserError(f"{d}: cannot read the model files ({e})") from None
+    ckpt.verify_dir(d)
+    cfg = ckpt.read_json(d, "config.json")
+    vocab = char_vocab_from_json(ckpt.read_json(d, "vocab.json"), str(d / "vocab.json"))
+    tags = ckpt.read_json(d, "tags.json")
+    weights = ckpt.load_tensors(d / "model.safetensors")
+    if elmo is None and cfg.get("elmo_model"):
+        cfg = {**cfg, "elmo_model": elmo_ref.resolve(cfg, d)}
     model = build_tagger(cfg, len(vocab), len(tags), elmo)
     state = model.state_dict()
     unknown = sorted(set(weights) - set(state))
@@ -63,6 +64,6 @@ def load_model(model_dir: str | Path, elmo=None) -> tuple[LacTagger, dict[str, A
     absent = sorted(k for k in model.trainable_state() if k not in weights)
     if absent:
         raise UserError(f"{d}/model.safetensors lacks weights: {', '.join(absent[:5])}")
-    model.set_state_dict(weights)
+    model.set_state_dict({k: paddle.to_tensor(v) for k, v in weights.items()})
     model.eval()
     return model, cfg, vocab, tags

@@ -20,8 +20,8 @@ from elmo_paddle.config import to_dict
 from elmo_paddle.errors import UserError, cli
 from elmo_paddle.runtime import set_threads
 from elmo_paddle.vocab import TokenIds
-from tasks.common.run import (COMMON_FLAGS, build_optimizer, check_train_fraction, load_run_config, run_parser,
-                              seed_everything, write_metrics)
+from tasks.common.run import (COMMON_FLAGS, build_optimizer, check_train_fraction, fit_fingerprint, load_run_config,
+                              run_parser, seed_everything, write_metrics)
 
 from .data import DATASETS, Example, Rejects, load_dataset, split_long, subsample
 
@@ -64,6 +64,7 @@ class LacConfig:
     overfit_epochs: int = 300
     run_name: Optional[str] = None
     runs_dir: str = "runs/lac"
+    resume: bool = False          # --resume: continue run_name's newest checkpoint
     threads: int = 2              # CPU threads of paddle's kernels (0: library default)
 
 
@@ -222,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
                       save_best=lambda m, _: save_model(best_dir, m, cfg_dict, vocab, tags))
     result = fit(model, optimizer, hooks, FitConfig(
         run_dir, metric="f1", epochs=cfg.epochs, max_steps=cfg.max_steps, eval_every=cfg.eval_every,
-        patience=cfg.patience, stop_at=100.0 if cfg.overfit else None, desc=cfg.run_name, hparams=hparams(cfg)))
+        patience=cfg.patience, stop_at=100.0 if cfg.overfit else None, desc=cfg.run_name, hparams=hparams(cfg),
+        seed=cfg.seed, resume=cfg.resume, fingerprint=fit_fingerprint(cfg_dict)))
     wall = time.time() - t0
 
     out = {"run_name": cfg.run_name, "best_dev": result.best, "best_step": result.best_step,

@@ -1,0 +1,163 @@
+"""Resumable task training (`tasks.common.trainer.fit`): a run stopped at any point and resumed gives the
+uninterrupted run's dev history and weights exactly; a fresh run never overwrites checkpoints; a resume
+under changed settings is refused; a finished run resumed trains nothing."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import paddle
+import pytest
+
+import elmo_paddle  # noqa: F401
+from elmo_paddle.errors import UserError
+from tasks.common.fit_checkpoint import trainable_arrays
+from tasks.common.trainer import FitConfig, TaskHooks, fit
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class Stop(Exception):
+    """Raised by a loss hook to interrupt a run in-process (the SIGKILL test below uses a real kill)."""
+
+
+def _model(init_seed: int) -> tuple[paddle.nn.Layer, paddle.optimizer.Optimizer]:
+    paddle.seed(init_seed)
+    model = paddle.nn.Sequential(paddle.nn.Linear(4, 8), paddle.nn.Dropout(0.3), paddle.nn.Linear(8, 1))
+    return model, paddle.optimizer.Adam(0.05, parameters=model.parameters())
+
+
+def _hooks(stop_at_step: int | None = None) -> TaskHooks:
+    rng = np.random.RandomState(0)
+    xs = [paddle.to_tensor(rng.randn(6, 4).astype("float32")) for _ in range(5)]
+    seen = []
+
+    def batches(epoch):  # the order is a function of the epoch, as the tasks' batchers are
+        return [xs[i] for i in np.random.RandomState(epoch).permutation(len(xs))]
+
+    def loss(m, x):
+        seen.append(1)
+        if stop_at_step is not None and len(seen) > stop_at_step:
+            raise Stop()
+        return ((m(x) - x.sum(axis=1, keepdim=True)) ** 2).mean()
+
+    def evaluate(m):  # deterministic dev score that changes with the weights
+        return {"f1": -float(((m(xs[0]) - xs[0].sum(axis=1, keepdim=True)) ** 2).mean())}
+
+    return TaskHooks(batches, loss, evaluate)
+
+
+def _cfg(run_dir, **kw) -> FitConfig:
+    base = dict(run_dir=run_dir, epochs=4, eval_every=3, seed=5, fingerprint={"lr": 0.05})
+    return FitConfig(**{**base, **kw})
+
+
+@pytest.mark.parametrize("stop_at", [4, 7, 10])  # mid-epoch, right after an evaluation's step, late
+def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, stop_at):
+    model, opt = _model(0)
+    full = fit(model, opt, _hooks(), _cfg(tmp_path / "full"))
+    want = trainable_arrays(model)
+
+    model, opt = _model(0)
+    with pytest.raises(Stop):
+        fit(model, opt, _hooks(stop_at), _cfg(tmp_path / "cut"))
+    model, opt = _model(123)  # other initial weights: everything must come from the checkpoint
+    resumed = fit(model, opt, _hooks(), _cfg(tmp_path / "cut", resume=True))
+    assert resumed.history == full.history and resumed.steps == full.steps == 20
+    assert resumed.best == full.best and resumed.best_step == full.best_step
+    got = trainable_arrays(model)
+    assert set(got) == set(want)
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+
+
+def test_a_fresh_run_refuses_a_folder_with_checkpoints(tmp_path):
+    model, opt = _model(0)
+    fit(model, opt, _hooks(), _cfg(tmp_path, epochs=1))
+    with pytest.raises(UserError, match="already holds checkpoints.*--resume"):
+        fit(*_model(0), _hooks(), _cfg(tmp_path, epochs=1))
+
+
+def test_resume_with_changed_settings_is_refused(tmp_path):
+    fit(*_model(0), _hooks(), _cfg(tmp_path, epochs=1))
+    with pytest.raises(UserError, match="settings changed.*lr"):
+        fit(*_model(0), _hooks(), _cfg(tmp_path, epochs=2, resume=True, fingerprint={"lr": 0.1}))
+
+
+def test_a_finished_run_resumed_trains_nothing_and_can_be_extended(tmp_path):
+    model, opt = _model(0)
+    first = fit(model, opt, _hooks(), _cfg(tmp_path, epochs=2))
+    again = fit(*_model(9), _hooks(stop_at_step=0), _cfg(tmp_path, epochs=2, resume=True))  # any step would raise
+    assert again.history == first.history and again.steps == first.steps == 10
+    longer = fit(*_model(9), _hooks(), _cfg(tmp_path, epochs=4, resume=True))
+    model, opt = _model(0)
+    straight = fit(model, opt, _hooks(), _cfg(tmp_path / "straight", epochs=4))
+    # the 2-epoch run evaluated at its end (step 10); otherwise the extended run is the 4-epoch run's curve
+    assert [h for h in longer.history if h["step"] != 10] == [h for h in straight.history if h["step"] != 10]
+    assert longer.steps == 20
+
+
+def test_a_corrupt_newest_checkpoint_is_skipped(tmp_path):
+    model, opt = _model(0)
+    with pytest.raises(Stop):
+        fit(model, opt, _hooks(8), _cfg(tmp_path))
+    ckpts = sorted((tmp_path / "checkpoints").iterdir())
+    assert [p.name for p in ckpts] == ["step-00000003", "step-00000006"]
+    w = ckpts[-1] / "weights.safetensors"
+    w.write_bytes(w.read_bytes()[:-7])  # truncated
+    model, opt = _model(0)
+    result = fit(model, opt, _hooks(), _cfg(tmp_path, resume=True))
+    model, opt = _model(0)
+    assert result.history == fit(model, opt, _hooks(), _cfg(tmp_path / "full")).history
+
+
+# ---------------------------------------------------------------- a real SIGKILL, through the LAC command
+
+SENTS = ["我们/r 爱/v 北京/LOC", "他/r 去/v 上海/LOC 了/u", "张三/PER 在/p 北京/LOC 工作/v",
+         "今天/TIME 我们/r 工作/v", "李四/PER 爱/v 上海/LOC", "他们/r 今天/TIME 去/v 北京/LOC"]
+
+
+def _lac_data(root: Path) -> Path:
+    from tasks.lac.data import words_to_example
+
+    data = root / "data" / "lac_sample"
+    (data / "train_data").mkdir(parents=True)
+    (data / "test_data").mkdir()
+    lines = []
+    for s in SENTS:
+        ex = words_to_example([tuple(w.split("/")) for w in s.split()])
+        lines.append(f"{ex.chars}\t{' '.join(ex.tags)}\n")
+    (data / "train_data" / "a_part").write_text("".join(lines * 10), encoding="utf-8")
+    (data / "test_data" / "test_part").write_text("".join(lines), encoding="utf-8")
+    return root / "data"
+
+
+def _lac(root: Path, data: Path, name: str, *extra: str, fault: str = "") -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", ELMO_PADDLE_FAULT=fault)
+    cmd = [sys.executable, "-m", "tasks.lac.finetune", "--config", str(REPO / "configs/lac.yaml"), "--dataset", "lac",
+           "--data-dir", str(data), "--epochs", "3", "--run-name", name, "--seed", "2", f"runs_dir={root / 'runs'}",
+           "emb_dim=8", "hidden_dim=8", "batch_size=8", "eval_every=4", "threads=1", "dropout=0.2", *extra]
+    return subprocess.run(cmd, capture_output=True, cwd=root, env=env, timeout=300)
+
+
+def test_lac_run_killed_with_sigkill_resumes_exactly(tmp_path):
+    data = _lac_data(tmp_path)
+    straight = _lac(tmp_path, data, "straight")
+    assert straight.returncode == 0, straight.stderr.decode()[-1500:]
+    killed = _lac(tmp_path, data, "cut", fault="kill@10")
+    assert killed.returncode == -9, killed.stderr.decode()[-1500:]
+    assert not (tmp_path / "runs" / "cut" / "metrics.json").exists()
+    again = _lac(tmp_path, data, "cut")
+    assert again.returncode == 2 and "already holds checkpoints" in again.stderr.decode()
+    resumed = _lac(tmp_path, data, "cut", "--resume")
+    assert resumed.returncode == 0, resumed.stderr.decode()[-1500:]
+    assert "resumed from" in resumed.stdout.decode() and "step-00000008" in resumed.stdout.decode()
+    a = json.loads((tmp_path / "runs" / "straight" / "history.json").read_text())
+    b = json.loads((tmp_path / "runs" / "cut" / "history.json").read_text())
+    assert a["history"] == b["history"] and a["steps"] == b["steps"] and a["best_step"] == b["best_step"]
+    assert (tmp_path / "runs" / "straight" / "best" / "model.safetensors").read_bytes() == \
+        (tmp_path / "runs" / "cut" / "best" / "model.safetensors").read_bytes()
