@@ -47,3 +47,23 @@ def test_plan_uses_a_trained_biLM_by_name_without_pretraining():
     assert elmo_runs and all(s.cmd[s.cmd.index("--elmo-model") + 1] == "zh-char-elmo" for s in elmo_runs)
     pretraining = plan(load_config(PipelineConfig, str(REPO / "configs/pipeline_tiny.yaml"), []))
     assert pretraining[0].name == "pretrain ELMo"
+
+
+def test_task_runs_go_side_by_side_longest_first_and_a_failure_is_one_error(tmp_path):
+    """Two 1-second steps with jobs=2 finish in about 1 s, not 2; a failing one is reported after the rest."""
+    import time
+
+    from elmo_paddle.errors import UserError
+    from elmo_paddle.pipeline import Step, _run_side_by_side
+
+    def step(name, seconds, est, rc=0):
+        code = f"import time,sys; print('{name}', flush=True); time.sleep({seconds}); sys.exit({rc})"
+        return Step(name, [sys.executable, "-c", code], tmp_path / f"{name}.done", est)
+
+    t0 = time.time()
+    _run_side_by_side([step("a", 1.5, 1), step("b", 1.5, 2)], 2, tmp_path / "logs", t0)
+    assert time.time() - t0 < 2.8  # overlapped (serial would take >= 3 s)
+    assert (tmp_path / "logs" / "a.log").read_text().strip() == "a"
+    with pytest.raises(UserError, match="step 'bad' failed .exit 3.*logs/bad.log"):
+        _run_side_by_side([step("bad", 0, 1, rc=3), step("slow", 1, 5)], 2, tmp_path / "logs", time.time())
+    assert (tmp_path / "logs" / "slow.log").read_text().strip() == "slow"  # the other step still ran to its end
