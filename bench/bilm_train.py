@@ -23,7 +23,9 @@ import math
 import os
 import statistics
 import sys
-import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from workers import Worker, interleaved, serve  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -220,56 +222,7 @@ def worker(a, side):
     batch = {k: to_tensor(v) for k, v in make_batch(a, np.random.default_rng(a.seed)).items()}
     out = sys.stdout
     sys.stdout = sys.stderr  # keep library chatter off the protocol channel
-    out.write(f"ready {version}\n")
-    out.flush()
-    for line in sys.stdin:
-        cmd = line.strip()
-        if cmd == "quit":
-            break
-        t = time.perf_counter()
-        v = train(batch) if cmd == "train" else evaluate(batch["inputs"])
-        out.write(f"{time.perf_counter() - t} {v}\n")
-        out.flush()
-
-
-class Worker:
-    def __init__(self, argv, side, env=None):
-        import subprocess
-        self.p = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--worker", side] + argv,
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
-                                  env=dict(os.environ, PYTHONPATH=os.pathsep.join(
-                                      [os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
-                                      + os.environ.get("PYTHONPATH", "").split(os.pathsep)), **(env or {})))
-        line = self.p.stdout.readline().split()
-        if not line or line[0] != "ready":
-            raise SystemExit(f"{side} worker failed to start")
-        self.version = line[1]
-
-    def step(self, cmd):
-        self.p.stdin.write(cmd + "\n")
-        self.p.stdin.flush()
-        dt, v = self.p.stdout.readline().split()
-        return float(dt), float(v)
-
-    def close(self):
-        self.p.stdin.write("quit\n")
-        self.p.stdin.flush()
-        self.p.wait()
-
-
-def interleaved(workers, cmd, warmup, repeats):
-    """Warm up, then alternate the sides step by step (alternating who goes first); times and values."""
-    for _ in range(warmup):
-        for w in workers:
-            w.step(cmd)
-    times, vals = [[] for _ in workers], [[] for _ in workers]
-    for r in range(repeats):
-        order = list(range(len(workers)))
-        for k in (order if r % 2 == 0 else order[::-1]):
-            dt, v = workers[k].step(cmd)
-            times[k].append(dt)
-            vals[k].append(v)
-    return times, vals
+    serve(out, version, lambda cmd: train(batch) if cmd == "train" else evaluate(batch["inputs"]))
 
 
 def main(argv=None):
@@ -284,8 +237,8 @@ def main(argv=None):
     # fight over the 2 cores (measured: both several times slower than alone)
     # on a shared, oversubscribed machine spin-waiting OpenMP threads are catastrophic (measured: torch at
     # 2 threads 10x slower than at 1); both sides get the passive setting unless asked otherwise
-    pw = Worker(argv, "paddle")
-    tw = Worker(argv, "torch", None if a.torch_omp_active else {"OMP_WAIT_POLICY": "PASSIVE"})
+    pw = Worker(__file__, argv, "paddle")
+    tw = Worker(__file__, argv, "torch", None if a.torch_omp_active else {"OMP_WAIT_POLICY": "PASSIVE"})
     ntok = a.batch_size * a.seq_len
     print(f"biLM train step: B={a.batch_size} T={a.seq_len} vocab={a.vocab} token/proj={a.proj} "
           f"hidden={a.hidden} layers={a.layers}x2 softmax={a.softmax}"
