@@ -13,4 +13,4 @@ def test_lac_sample_words_follow_the_b_tags(tmp_path: Path):
     (root / "test_data" / "test_part").write_text("他去了\tr-B v-B u-B\n坏行\tn-B\n", encoding="utf-8")
     rejects = Rejects()
     assert lac_sample_words(str(tmp_path), rejects) == [["我", "爱", "北京"], ["他", "去", "了"]]
-    assert rejects.total() == 1  # the line with a tag/char count mismatch is counted, not scored
+    assert rejects.total == 1  # the line with a tag/char count mismatch is counted, not scored
