@@ -65,12 +65,19 @@ def shipped_models() -> list[str]:
     return sorted(d.name for d in PRETRAINED_DIR.iterdir() if (d / ckpt.MANIFEST).is_file())
 
 
+def shipped_or_path(path: str | os.PathLike) -> Path:
+    """`path` itself, or the shipped model of that name (`lac-pd1998` -> `pretrained/lac-pd1998/`) when no
+    such path exists here: how every command that loads a model takes a shipped one by name."""
+    p = Path(path)
+    if not p.exists() and len(p.parts) == 1 and (PRETRAINED_DIR / p).is_dir():
+        return PRETRAINED_DIR / p
+    return p
+
+
 def resolve_model_dir(path: str | os.PathLike) -> Path:
     """Accept a model directory, a pretraining output dir (then its best/, else final/), or the name of a
     shipped model (`zh-char-elmo` -> `pretrained/zh-char-elmo/`) when no such path exists here."""
-    p = Path(path)
-    if not p.exists() and len(p.parts) == 1 and (PRETRAINED_DIR / p).is_dir():
-        p = PRETRAINED_DIR / p
+    p = shipped_or_path(path)
     if (p / "config.json").is_file() or (p / ckpt.MANIFEST).is_file():
         return p
     for sub in ("best", "final"):

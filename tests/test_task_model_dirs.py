@@ -89,3 +89,15 @@ def test_a_missing_bilm_names_what_was_tried(tmp_path):
     rec = {"elmo_model": str(tmp_path / "gone"), "elmo_model_relative": "../gone", "elmo_weights_sha256": "0"}
     with pytest.raises(UserError, match="cannot find the biLM.*tried"):
         elmo_ref.resolve(rec, tmp_path / "task")
+
+
+def test_a_shipped_task_model_loads_by_name(tmp_path, monkeypatch):
+    import elmo_paddle.model_io as model_io
+
+    monkeypatch.setattr(model_io, "PRETRAINED_DIR", tmp_path / "pretrained")
+    saved = _tagger(tmp_path)
+    shutil.copytree(saved, tmp_path / "pretrained" / "lac-test")
+    monkeypatch.chdir(tmp_path)  # no folder named lac-test here: the name means pretrained/lac-test
+    assert load_model("lac-test")[1] == CFG
+    with pytest.raises(UserError, match="not a LAC model dir"):
+        load_model("no-such-model")

@@ -15,6 +15,7 @@ import paddle
 
 from elmo_paddle import checkpoint as ckpt
 from elmo_paddle.errors import UserError
+from elmo_paddle.model_io import shipped_or_path
 from tasks.common import elmo_ref
 from tasks.common.run import build_elmo as _build_elmo
 
@@ -70,7 +71,7 @@ def load_weights(model: BiDAF, model_dir: str | Path) -> None:
 
 def load_model(model_dir: str | Path) -> tuple[BiDAF, TokenIds, TokenIds, dict[str, Any]]:
     """Rebuild the network from a verified model folder; returns (model in eval mode, chars, words, run config)."""
-    d = Path(model_dir)
+    d = shipped_or_path(model_dir)  # a path, or a shipped model's name
     if not d.is_dir():
         raise UserError(f"model folder {d} does not exist")
     for name in (CONFIG, VOCAB, WEIGHTS):

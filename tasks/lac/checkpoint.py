@@ -13,6 +13,7 @@ import paddle
 
 from elmo_paddle import checkpoint as ckpt
 from elmo_paddle.errors import UserError
+from elmo_paddle.model_io import shipped_or_path
 from tasks.common import elmo_ref
 from tasks.common.run import build_elmo
 
@@ -44,7 +45,7 @@ def save_model(out_dir: Path, model: LacTagger, cfg: dict[str, Any], vocab: Toke
 
 def load_model(model_dir: str | Path, elmo=None) -> tuple[LacTagger, dict[str, Any], TokenIds, list[str]]:
     """Load a saved tagger (eval mode); a missing, incomplete or modified dir is a UserError naming the file."""
-    d = Path(model_dir)
+    d = shipped_or_path(model_dir)  # a path, or a shipped model's name
     missing = [f for f in FILES if not (d / f).is_file()]
     if missing:
         raise UserError(f"{d} is not a LAC model dir (missing {', '.join(missing)}); "
