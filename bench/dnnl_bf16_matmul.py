@@ -70,7 +70,8 @@ class MatMul:
     def __init__(self, m: int, k: int, n: int, dtype: int = BF16):
         self.mds = mem_desc([m, k], dtype), mem_desc([k, n], dtype), mem_desc([m, n], F32)
         pd, self.prim = VP(), VP()
-        check(lib.dnnl_matmul_primitive_desc_create(ctypes.byref(pd), ENGINE, *self.mds, None), "matmul_pd")
+        src, wei, dst = self.mds
+        check(lib.dnnl_matmul_primitive_desc_create(ctypes.byref(pd), ENGINE, src, wei, None, dst, None), "matmul_pd")  # no bias, no attr
         check(lib.dnnl_primitive_create(ctypes.byref(self.prim), pd), "primitive_create")
 
     def __call__(self, a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
