@@ -183,9 +183,10 @@ def numpy_kernel_applies(x: paddle.Tensor) -> bool:
     return x.dtype == paddle.float32 and x.place.is_cpu_place() and packed_gemm_available()
 
 
-def numpy_kernel(w_ih, w_hh, bias, w_proj, cell_clip, proj_clip) -> PackedLstmp:
-    """The numpy kernel over a snapshot of these weights (training step, no-grad call, frozen biLM)."""
-    return PackedLstmp(*(v.numpy() for v in (w_ih, w_hh, bias, w_proj)), cell_clip, proj_clip)
+def numpy_kernel(w_ih, w_hh, bias, w_proj, cell_clip, proj_clip, bf16: bool = False) -> PackedLstmp:
+    """The numpy kernel over a snapshot of these weights (training step, no-grad call, frozen biLM; `bf16`:
+    the frozen biLM's opt-in AMX path, see `bf16_gemm`)."""
+    return PackedLstmp(*(v.numpy() for v in (w_ih, w_hh, bias, w_proj)), cell_clip, proj_clip, bf16)
 
 
 def _bptt(saved: list, dout: paddle.Tensor, w_hh, w_proj, cell_clip, proj_clip) -> tuple[list, list]:
@@ -278,9 +279,9 @@ class BiLstmpLayer(nn.Layer):
                 return paddle.to_tensor(self.numpy_kernel()(x.numpy()))
             return _lstmp_loop(x, self.weights(), keep=False)[0]
 
-    def numpy_kernel(self) -> PackedLstmp:
+    def numpy_kernel(self, bf16: bool = False) -> PackedLstmp:
         """`lstm_cpu.PackedLstmp` over a snapshot of the current weights."""
-        return numpy_kernel(self.w_ih, self.w_hh, self.bias, self.w_proj, self.cell_clip, self.proj_clip)
+        return numpy_kernel(self.w_ih, self.w_hh, self.bias, self.w_proj, self.cell_clip, self.proj_clip, bf16)
 
     def autograd_forward(self, x: paddle.Tensor) -> paddle.Tensor:
         """`forward` through paddle's autograd instead of the hand-written backward (the reference in tests)."""

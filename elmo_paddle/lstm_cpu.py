@@ -156,15 +156,18 @@ class PackedLstmp:
     """
 
     def __init__(self, w_ih: np.ndarray, w_hh: np.ndarray, bias: np.ndarray, w_proj: np.ndarray,
-                 cell_clip: float | None, proj_clip: float | None):
+                 cell_clip: float | None, proj_clip: float | None, bf16: bool = False):
         H = w_ih.shape[1] // 4
         self.D, self.P, self.H = w_ih.shape[2], w_proj.shape[1], H
         self.cell_clip, self.proj_clip = cell_clip, proj_clip
         self.w_ih, self.w_hh, self.bias, self.w_proj = w_ih, w_hh, bias.reshape(2, -1, 1), w_proj
         scale = np.concatenate([np.full(3 * H, 0.5), np.ones(H)]).astype("float32")[:, None]
-        self.gates = [_PackedMatrix(np.concatenate([w_ih[d], bias[d].reshape(-1, 1), w_hh[d]], axis=1) * scale)
+        # bf16: the forward's GEMMs on AMX (`bf16_gemm`, opt-in, inference only: backward refuses)
+        matrix = _bf16_matrix if bf16 else _PackedMatrix
+        self.bf16 = bf16
+        self.gates = [matrix(np.concatenate([w_ih[d], bias[d].reshape(-1, 1), w_hh[d]], axis=1) * scale)
                       for d in range(2)]
-        self.proj = [_PackedMatrix(w_proj[d]) for d in range(2)]
+        self.proj = [matrix(w_proj[d]) for d in range(2)]
         self.back = None  # (W_proj^T, [W_ih | b | W_hh]^T) packed per direction, on the first backward
         self.caches: list[_Cache] | None = None
         self.out = None
@@ -215,6 +218,8 @@ class PackedLstmp:
         the last `__call__(x, keep=True)`, given `dout [T, 2, P, B]`; the kept values are released."""
         if self.caches is None:
             raise RuntimeError("PackedLstmp.backward needs a forward call with keep=True first")
+        if self.bf16:
+            raise RuntimeError("a bf16 PackedLstmp is for frozen inference; training runs in float32")
         if self.back is None:  # W_proj^T and [W_ih | b | W_hh]^T (its product with dg gives dx and dh at once)
             self.back = [(_PackedMatrix(self.w_proj[d].T),
                           _PackedMatrix(np.concatenate([self.w_ih[d], self.bias[d], self.w_hh[d]], axis=1).T))
@@ -276,6 +281,12 @@ class PackedLstmp:
             _gemm(dp, cache.m[t], dw_proj, trans_b=True, beta=1.0)
 
 
+def _bf16_matrix(a: np.ndarray):
+    from .bf16_gemm import Bf16Matrix
+
+    return Bf16Matrix(a)
+
+
 def _gemm(a: np.ndarray, b: np.ndarray, c: np.ndarray, trans_b: bool = False, beta: float = 0.0) -> None:
     """`c = a @ op(b) + beta * c` with MKL's sgemm on C-contiguous float32 arrays (MKL, not numpy's BLAS: it obeys
     the per-thread MKL setting that keeps the two direction threads from oversubscribing the cores)."""
@@ -308,10 +319,27 @@ def _both_directions(run) -> None:
 def _single_mkl_thread(run, d: int) -> None:
     lib = _mkl()
     lib.MKL_Set_Num_Threads_Local(1)
+    omp = _omp_if_bf16()  # oneDNN (the opt-in bf16 GEMMs) threads through OpenMP, not through MKL's setting
+    omp_before = omp.omp_get_max_threads() if omp else 0
+    if omp:
+        omp.omp_set_num_threads(1)
     try:
         run(d)
     finally:
         lib.MKL_Set_Num_Threads_Local(0)  # back to the global setting
+        if omp:
+            omp.omp_set_num_threads(omp_before)
+
+
+def _omp_if_bf16():
+    """paddle's libiomp5 when the bf16 path is on (its per-thread OpenMP setting), else None."""
+    from .bf16_gemm import available
+
+    if not available():
+        return None
+    import paddle
+
+    return ctypes.CDLL(str(Path(paddle.__file__).parent / "libs" / "libiomp5.so"))
 
 
 def bilm_layers(tok: np.ndarray, rev: np.ndarray, layers: list[PackedLstmp], residual: bool) -> np.ndarray:

@@ -1,0 +1,133 @@
+"""bfloat16 GEMMs on Intel AMX through the oneDNN that paddle ships: the opt-in fast path of the frozen biLM.
+
+Why: the frozen biLM's recurrence is GEMM-bound (`lstm_cpu.PackedLstmp`), paddle 3.3.1 has no bfloat16
+matmul on CPU, and CPUs with AMX (`amx_bf16` in /proc/cpuinfo: Sapphire Rapids and later Xeons) multiply
+bf16 matrices several times faster than float32.  paddle's wheel carries `libdnnl.so.3` (oneDNN 3.x); this
+calls its matmul primitive through ctypes: bf16 inputs, float32 accumulation and output.  Measured with
+`bench/dnnl_bf16_matmul.py` on one core: 74-251 GFLOP/s against 27-54 for float32 over the kernel's shapes.
+
+Numerics: each input is rounded to bf16 (8 significant bits), products are summed in float32; ELMo layers
+then differ from the float32 path by ~1e-2 relative.  So it is opt-in: `ELMO_PADDLE_BF16=1`, for frozen
+inference only (embedding, ELMo layers for task models); training stays float32.  Without AMX or without
+oneDNN the setting is ignored (`available()` is False).
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+from pathlib import Path
+
+import numpy as np
+
+_VP, _I64 = ctypes.c_void_p, ctypes.c_int64
+_BF16, _F32, _TAG_AB = 2, 3, 3  # dnnl_bf16, dnnl_f32, dnnl_ab (row-major 2-D)
+_ARG_SRC, _ARG_WEIGHTS, _ARG_DST = 1, 33, 17
+_state: dict = {}
+
+
+class _ExecArg(ctypes.Structure):
+    _fields_ = [("arg", ctypes.c_int), ("memory", _VP)]
+
+
+def _check(status: int, what: str) -> None:
+    if status != 0:
+        raise RuntimeError(f"oneDNN {what} failed with status {status}")
+
+
+def _has_amx() -> bool:
+    try:
+        return "amx_bf16" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
+def _dnnl():
+    """(library, engine, stream), loaded once; None when unavailable or not asked for."""
+    if "lib" not in _state:
+        _state["lib"] = None
+        if os.environ.get("ELMO_PADDLE_BF16", "0") == "1" and _has_amx():
+            try:
+                import paddle
+
+                lib = ctypes.CDLL(str(Path(paddle.__file__).parent / "libs" / "libdnnl.so.3"))
+                eng, stream = _VP(), _VP()
+                _check(lib.dnnl_engine_create(ctypes.byref(eng), 1, 0), "engine_create")  # CPU engine 0
+                _check(lib.dnnl_stream_create(ctypes.byref(stream), eng, 1), "stream_create")  # in order
+                lib.dnnl_memory_set_data_handle.argtypes = [_VP, _VP]
+                _state["lib"] = (lib, eng, stream)
+            except (OSError, AttributeError, RuntimeError):
+                _state["lib"] = None
+    return _state["lib"]
+
+
+def available() -> bool:
+    """True when ELMO_PADDLE_BF16=1 is set, the CPU has AMX and paddle's oneDNN loads."""
+    return _dnnl() is not None
+
+
+def to_bf16(a: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """float32 -> bfloat16 bits (uint16), rounded to nearest even."""
+    u = np.ascontiguousarray(a, dtype=np.float32).view(np.uint32)
+    r = (u + (0x7FFF + ((u >> 16) & 1))) >> 16
+    if out is None:
+        return r.astype(np.uint16)
+    np.copyto(out, r, casting="unsafe")
+    return out
+
+
+class _Primitive:
+    """One oneDNN matmul `dst[M, N] f32 = src[M, K] bf16 @ wei[K, N] bf16` with its three memory objects."""
+
+    def __init__(self, m: int, k: int, n: int):
+        lib, eng, _ = _dnnl()
+        mds = []
+        for dims, dtype in (((m, k), _BF16), ((k, n), _BF16), ((m, n), _F32)):
+            md = _VP()
+            _check(lib.dnnl_memory_desc_create_with_tag(ctypes.byref(md), 2, (_I64 * 2)(*dims), dtype, _TAG_AB),
+                   "memory_desc_create_with_tag")
+            mds.append(md)
+        pd, self.prim = _VP(), _VP()
+        _check(lib.dnnl_matmul_primitive_desc_create(ctypes.byref(pd), eng, mds[0], mds[1], None, mds[2], None),
+               "matmul_primitive_desc_create")  # no bias, default attributes
+        _check(lib.dnnl_primitive_create(ctypes.byref(self.prim), pd), "primitive_create")
+        self.mems = []
+        for md in mds:
+            mem = _VP()
+            _check(lib.dnnl_memory_create(ctypes.byref(mem), md, eng, None), "memory_create")
+            self.mems.append(mem)
+        self.args = (_ExecArg * 3)(*(_ExecArg(a, m) for a, m in zip((_ARG_SRC, _ARG_WEIGHTS, _ARG_DST), self.mems)))
+
+    def __call__(self, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> None:
+        lib, _, stream = _dnnl()
+        for mem, arr in zip(self.mems, (a, b, c)):
+            lib.dnnl_memory_set_data_handle(mem, arr.ctypes.data)
+        _check(lib.dnnl_primitive_execute(self.prim, stream, 3, self.args), "primitive_execute")
+        _check(lib.dnnl_stream_wait(stream), "stream_wait")
+
+
+class Bf16Matrix:
+    """`A [M, K]` rounded to bf16 once; `c[M, N] = A @ b[K, N]` per call (b rounded to bf16, float32 sums).
+
+    The same contract as `lstm_cpu._PackedMatrix.matmul_into` with beta = 0, so `PackedLstmp` can use either.
+    """
+
+    MAX_WIDTHS = 4  # primitives kept (one per column count seen)
+
+    def __init__(self, a: np.ndarray):
+        self.a = to_bf16(a)
+        self.M, self.K = self.a.shape
+        self.prims: dict[int, tuple[_Primitive, np.ndarray]] = {}
+
+    def matmul_into(self, b: np.ndarray, c: np.ndarray, beta: float = 0.0) -> None:
+        if beta != 0.0:
+            raise ValueError("Bf16Matrix accumulates nothing: beta must be 0")
+        n = b.shape[1]
+        assert b.shape[0] == self.K and c.shape == (self.M, n) and c.dtype == np.float32 and c.flags.c_contiguous
+        entry = self.prims.pop(n, None)
+        if entry is None:
+            while len(self.prims) >= self.MAX_WIDTHS:
+                self.prims.pop(next(iter(self.prims)))
+            entry = (_Primitive(self.M, self.K, n), np.empty((self.K, n), dtype=np.uint16))
+        self.prims[n] = entry
+        prim, b16 = entry
+        prim(self.a, to_bf16(b, out=b16), c)

@@ -1,0 +1,72 @@
+"""The opt-in bf16 path (ELMO_PADDLE_BF16=1, AMX CPUs): GEMMs against numpy, the frozen biLM against float32.
+
+Skipped with the reason where the CPU has no AMX; off unless asked for (the default stays float32)."""
+from __future__ import annotations
+
+import numpy as np
+import paddle
+import pytest
+
+import elmo_paddle.bf16_gemm as bf16_gemm
+
+
+@pytest.fixture
+def bf16_on(monkeypatch):
+    monkeypatch.setenv("ELMO_PADDLE_BF16", "1")
+    monkeypatch.setattr(bf16_gemm, "_state", {})
+    if not bf16_gemm.available():
+        pytest.skip("no AMX (amx_bf16 in /proc/cpuinfo) or no oneDNN in this paddle: the bf16 path is off here")
+    yield
+    monkeypatch.setattr(bf16_gemm, "_state", {})
+
+
+def test_off_unless_asked(monkeypatch):
+    monkeypatch.delenv("ELMO_PADDLE_BF16", raising=False)
+    monkeypatch.setattr(bf16_gemm, "_state", {})
+    assert not bf16_gemm.available()
+
+
+def test_rounding_to_bf16_is_to_nearest_even():
+    x = np.array([1.0, 1.0 + 2**-8, 1.0 + 3 * 2**-8, -2.5, 1e-30], dtype=np.float32)
+    back = (bf16_gemm.to_bf16(x).astype(np.uint32) << 16).view(np.float32)
+    # 1 + 2^-8 is halfway between 1 and 1 + 2^-7: ties go to the even mantissa (1); 1 + 3 * 2^-8 rounds up
+    np.testing.assert_array_equal(back[:4], np.array([1.0, 1.0, 1.0 + 2**-6, -2.5], dtype=np.float32))
+    assert abs(back[4] - 1e-30) / 1e-30 < 2**-8
+
+
+@pytest.mark.parametrize("shape", [(64, 257, 32), (512, 128, 7), (5, 3, 1)])
+def test_bf16_matrix_matches_the_product_of_the_rounded_inputs(bf16_on, shape):
+    m, k, n = shape
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(m, k)).astype(np.float32), rng.normal(size=(k, n)).astype(np.float32)
+    c = np.empty((m, n), dtype=np.float32)
+    mat = bf16_gemm.Bf16Matrix(a)
+    mat.matmul_into(b, c)
+    up = lambda x: (bf16_gemm.to_bf16(x).astype(np.uint32) << 16).view(np.float32).astype(np.float64)  # noqa: E731
+    np.testing.assert_allclose(c, up(a) @ up(b), rtol=1e-4, atol=1e-4 * np.abs(c).max())
+    assert np.abs(c - a.astype(np.float64) @ b).max() < 3e-2 * np.abs(c).max()  # and near the float32 product
+
+
+def test_frozen_bilm_in_bf16_is_close_to_float32_and_never_trains(bf16_on, monkeypatch):
+    from elmo_paddle.elmo import Elmo
+
+    sents = [list("中国人民经济发展很快"), list("我们今天去北京")]
+    outs = {}
+    for flag in ("0", "1"):
+        monkeypatch.setenv("ELMO_PADDLE_BF16", flag)
+        monkeypatch.setattr(bf16_gemm, "_state", {})
+        elmo = Elmo("zh-char-elmo", num_output_representations=1, dropout=0.0)
+        elmo.eval()
+        with paddle.no_grad():
+            outs[flag] = elmo(elmo.batch_to_ids(sents))["elmo_representations"][0].numpy()
+    diff = np.abs(outs["1"] - outs["0"]).max() / np.abs(outs["0"]).max()
+    assert 0 < diff < 2e-2  # different (bf16 ran), and close
+    from elmo_paddle.lstm_cpu import PackedLstmp
+
+    h, d, p = 8, 4, 4
+    w = [np.zeros((2, 4 * h, d), np.float32), np.zeros((2, 4 * h, p), np.float32), np.zeros((2, 4 * h), np.float32),
+         np.zeros((2, p, h), np.float32)]
+    layer = PackedLstmp(*w, 3.0, 3.0, bf16=True)
+    layer(np.zeros((3, 2, d, 2), np.float32), keep=True)
+    with pytest.raises(RuntimeError, match="frozen inference"):
+        layer.backward(np.zeros((3, 2, p, 2), np.float32))
