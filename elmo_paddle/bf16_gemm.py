@@ -7,9 +7,11 @@ calls its matmul primitive through ctypes: bf16 inputs, float32 accumulation and
 `bench/dnnl_bf16_matmul.py` on one core: 74-251 GFLOP/s against 27-54 for float32 over the kernel's shapes.
 
 Numerics: each input is rounded to bf16 (8 significant bits), products are summed in float32; ELMo layers
-then differ from the float32 path by ~1e-2 relative.  So it is opt-in: `ELMO_PADDLE_BF16=1`, for frozen
-inference only (embedding, ELMo layers for task models); training stays float32.  Without AMX or without
-oneDNN the setting is ignored (`available()` is False).
+then differ from the float32 path by ~0.4% (max, relative; tests/test_bf16_gemm.py).  So it is opt-in:
+`ELMO_PADDLE_BF16=1` runs the biLM's recurrent GEMMs in bf16, at inference (embedding, ELMo layers for task
+models, perplexity) and in pretraining (the forward and the input/state gradients; the weight gradients
+and the master weights stay float32, as in mixed-precision training).  Without AMX or without oneDNN the
+setting is ignored (`available()` is False).
 """
 from __future__ import annotations
 
@@ -105,29 +107,42 @@ class _Primitive:
         _check(lib.dnnl_stream_wait(stream), "stream_wait")
 
 
+_PRIMITIVES: dict[tuple[int, int, int, int], _Primitive] = {}
+_MAX_PRIMITIVES = 64
+
+
+def _primitive(m: int, k: int, n: int) -> _Primitive:
+    """A cached primitive for this shape and this thread (its memory objects are not shared across threads);
+    training builds new matrices every step, so primitives outlive them."""
+    import threading
+
+    key = (m, k, n, threading.get_ident())
+    prim = _PRIMITIVES.pop(key, None)
+    if prim is None:
+        while len(_PRIMITIVES) >= _MAX_PRIMITIVES:
+            _PRIMITIVES.pop(next(iter(_PRIMITIVES)))
+        prim = _Primitive(m, k, n)
+    _PRIMITIVES[key] = prim  # most recently used last
+    return prim
+
+
 class Bf16Matrix:
     """`A [M, K]` rounded to bf16 once; `c[M, N] = A @ b[K, N]` per call (b rounded to bf16, float32 sums).
 
     The same contract as `lstm_cpu._PackedMatrix.matmul_into` with beta = 0, so `PackedLstmp` can use either.
     """
 
-    MAX_WIDTHS = 4  # primitives kept (one per column count seen)
-
     def __init__(self, a: np.ndarray):
         self.a = to_bf16(a)
         self.M, self.K = self.a.shape
-        self.prims: dict[int, tuple[_Primitive, np.ndarray]] = {}
+        self.b16: dict[int, np.ndarray] = {}  # the rounded right operand, one buffer per column count
 
     def matmul_into(self, b: np.ndarray, c: np.ndarray, beta: float = 0.0) -> None:
         if beta != 0.0:
             raise ValueError("Bf16Matrix accumulates nothing: beta must be 0")
         n = b.shape[1]
         assert b.shape[0] == self.K and c.shape == (self.M, n) and c.dtype == np.float32 and c.flags.c_contiguous
-        entry = self.prims.pop(n, None)
-        if entry is None:
-            while len(self.prims) >= self.MAX_WIDTHS:
-                self.prims.pop(next(iter(self.prims)))
-            entry = (_Primitive(self.M, self.K, n), np.empty((self.K, n), dtype=np.uint16))
-        self.prims[n] = entry
-        prim, b16 = entry
-        prim(self.a, to_bf16(b, out=b16), c)
+        buf = self.b16.get(n)
+        if buf is None:
+            buf = self.b16[n] = np.empty((self.K, n), dtype=np.uint16)
+        _primitive(self.M, self.K, n)(self.a, to_bf16(b, out=buf), c)

@@ -34,6 +34,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 from paddle.autograd import PyLayer
 
+from .bf16_gemm import available as bf16_available
 from .lstm_cpu import PackedLstmp, packed_gemm_available
 
 LSTM_IMPLS = ("lstmp", "fused")
@@ -157,7 +158,7 @@ class _LstmpRecurrence(PyLayer):
         # PyLayer wants None, not a gradient, for inputs that do not require one (frozen x or weights)
         ctx.needs = [not v.stop_gradient for v in (x, w_ih, w_hh, bias, w_proj)]
         if numpy_kernel_applies(x):
-            ctx.kernel = numpy_kernel(w_ih, w_hh, bias, w_proj, cell_clip, proj_clip)
+            ctx.kernel = numpy_kernel(w_ih, w_hh, bias, w_proj, cell_clip, proj_clip, bf16_available())
             return paddle.to_tensor(ctx.kernel(x.numpy(), keep=True))
         ctx.kernel = None
         w = LstmpWeights(paddle.concat([w_ih, w_hh], axis=2), bias, w_proj, cell_clip, proj_clip)
@@ -276,7 +277,7 @@ class BiLstmpLayer(nn.Layer):
             return _LstmpRecurrence.apply(x, *params, self.cell_clip, self.proj_clip)
         with paddle.no_grad():  # nothing to differentiate: no per-step values kept
             if numpy_kernel_applies(x):  # e.g. dev perplexity during pretraining
-                return paddle.to_tensor(self.numpy_kernel()(x.numpy()))
+                return paddle.to_tensor(self.numpy_kernel(bf16_available())(x.numpy()))
             return _lstmp_loop(x, self.weights(), keep=False)[0]
 
     def numpy_kernel(self, bf16: bool = False) -> PackedLstmp:

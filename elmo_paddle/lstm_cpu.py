@@ -162,9 +162,8 @@ class PackedLstmp:
         self.cell_clip, self.proj_clip = cell_clip, proj_clip
         self.w_ih, self.w_hh, self.bias, self.w_proj = w_ih, w_hh, bias.reshape(2, -1, 1), w_proj
         scale = np.concatenate([np.full(3 * H, 0.5), np.ones(H)]).astype("float32")[:, None]
-        # bf16: the forward's GEMMs on AMX (`bf16_gemm`, opt-in, inference only: backward refuses)
-        matrix = _bf16_matrix if bf16 else _PackedMatrix
-        self.bf16 = bf16
+        # bf16: the GEMMs with a weight matrix on AMX (`bf16_gemm`, opt-in); weight gradients stay float32
+        matrix = self.matrix = _bf16_matrix if bf16 else _PackedMatrix
         self.gates = [matrix(np.concatenate([w_ih[d], bias[d].reshape(-1, 1), w_hh[d]], axis=1) * scale)
                       for d in range(2)]
         self.proj = [matrix(w_proj[d]) for d in range(2)]
@@ -218,11 +217,9 @@ class PackedLstmp:
         the last `__call__(x, keep=True)`, given `dout [T, 2, P, B]`; the kept values are released."""
         if self.caches is None:
             raise RuntimeError("PackedLstmp.backward needs a forward call with keep=True first")
-        if self.bf16:
-            raise RuntimeError("a bf16 PackedLstmp is for frozen inference; training runs in float32")
         if self.back is None:  # W_proj^T and [W_ih | b | W_hh]^T (its product with dg gives dx and dh at once)
-            self.back = [(_PackedMatrix(self.w_proj[d].T),
-                          _PackedMatrix(np.concatenate([self.w_ih[d], self.bias[d], self.w_hh[d]], axis=1).T))
+            self.back = [(self.matrix(self.w_proj[d].T),
+                          self.matrix(np.concatenate([self.w_ih[d], self.bias[d], self.w_hh[d]], axis=1).T))
                          for d in range(2)]
         T, _, P, B = dout.shape
         D, H = self.D, self.H
