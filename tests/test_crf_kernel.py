@@ -79,3 +79,22 @@ def test_tagger_uses_the_kernel_on_cpu_and_learns():
     em = model.emissions(ids, lengths)
     ref = model.crf.nll_reference(em, tags, ids != 0)
     np.testing.assert_allclose(model.crf.nll(em, tags, ids != 0).numpy(), ref.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_viterbi_finds_the_best_path_on_ragged_batches():
+    import itertools
+
+    paddle.seed(7)
+    crf = CRF(4)
+    with paddle.no_grad():
+        crf.transitions.set_value(crf.transitions * 20)
+    rng = np.random.default_rng(3)
+    em = rng.normal(size=(6, 6, 4)).astype("float32")
+    lengths = np.array([6, 1, 3, 5, 2, 6])
+    tr, st, en = crf.transitions.numpy(), crf.start.numpy(), crf.end.numpy()
+    for b, path in enumerate(crf.viterbi(em, lengths)):
+        n = int(lengths[b])
+        score = lambda y: st[y[0]] + en[y[-1]] + sum(em[b, i, y[i]] for i in range(n)) \
+            + sum(tr[y[i - 1], y[i]] for i in range(1, n))  # noqa: E731
+        best = max(itertools.product(range(4), repeat=n), key=score)
+        assert len(path) == n and score(tuple(path)) == pytest.approx(score(best), abs=1e-4)
