@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import load_config
+from . import validate
 from .errors import UserError, cli
 
 
@@ -71,6 +72,22 @@ def _elmo_step(cfg: PipelineConfig, py: str, data: list[str]) -> tuple[list[Step
     return [step], str(elmo_dir / "best")
 
 
+def check_pipeline_config(cfg: PipelineConfig) -> None:
+    """Fractions, seeds and the runs folder make sense before the first step starts (a bad value would
+    otherwise surface minutes later, inside the step that uses it)."""
+    for task in ("lac", "bidaf"):
+        t: TaskStep = getattr(cfg, task)
+        if not isinstance(t.fractions, list) or not t.fractions or not isinstance(t.seeds, list) or not t.seeds:
+            raise UserError(f"{task}.fractions and {task}.seeds must be non-empty lists")
+        for f in t.fractions:
+            validate.fraction(f"{task}.fractions", f)
+        for seed in t.seeds:
+            validate.non_negative_int(f"{task}.seeds", seed)
+        validate.non_negative_float(f"{task}.est_minutes", t.est_minutes)
+    validate.non_negative_float("elmo.est_minutes", cfg.elmo.est_minutes)
+    validate.output_dir("runs_dir", cfg.runs_dir, create=False)
+
+
 def plan(cfg: PipelineConfig) -> list[Step]:
     """The ordered steps of the pipeline, each with its command and completion marker."""
     py = sys.executable
@@ -111,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     extra = list(args.overrides) + ([f"data_dir={args.data_dir}"] if args.data_dir else [])
     cfg = load_config(PipelineConfig, args.config, extra)
+    check_pipeline_config(cfg)
     steps = plan(cfg)
     todo = [s for s in steps if not s.done.is_file()]
     total_est = sum(s.est_minutes for s in todo)
