@@ -391,11 +391,15 @@ class _PretrainRun:
         print(f"done: best dev perplexity {self.best_ppl:.2f}; model directory {self.out / 'best'}")
 
     def _check_ranks_in_sync(self) -> None:
-        # data parallelism must keep every rank's weights identical: check it rather than assume it
-        sums: list = []
-        paddle.distributed.all_gather_object(
-            sums, [float(p.astype("float64").abs().sum()) for p in self.bilm.parameters()])
+        """Data parallelism must keep every rank's weights identical: check it, bit for bit, rather than
+        assume it.  Every rank logs its digest (the one `ckpt.tensors_sha256` gives for final/'s weights),
+        so a multi-node run can be checked from the nodes' logs too."""
+        digest = ckpt.tensors_sha256(ckpt.model_tensors(self.bilm))
+        print(f"rank {self.rank}: parameters sha256 {digest}", flush=True)
+        digests: list = []
+        paddle.distributed.all_gather_object(digests, digest)
         if self.rank == 0:
-            if any(s != sums[0] for s in sums[1:]):
+            if any(d != digests[0] for d in digests[1:]):
                 raise UserError("parameters differ across ranks after training: the data-parallel run went out of sync")
-            print(f"parameters identical across {self.world} ranks (checksum {sum(sums[0]):.6f})")
+            print(f"parameters identical across {self.world} ranks (sha256 {digest})")
+
