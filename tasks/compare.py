@@ -179,7 +179,8 @@ def make_plots(runs: list[dict[str, Any]], out_dir: Path) -> list[Path]:
 
         fig, ax = plt.subplots(figsize=(6, 4.5))
         for variant in ("baseline", "+ELMo"):
-            fr = sorted({r["fraction"] for r in tr if r["variant"] == variant})
+            # only runs that have the curve's metric (a run whose test scores lack it has no point here)
+            fr = sorted({r["fraction"] for r in tr if r["variant"] == variant and key in r["test"]})
             if not fr:
                 continue
             means, sds = [], []
