@@ -225,6 +225,17 @@ def model_tensors(model: paddle.nn.Layer) -> dict[str, np.ndarray]:
     return {k: v.numpy() for k, v in model.state_dict().items()}
 
 
+def tensors_sha256(arrays: dict[str, np.ndarray]) -> str:
+    """One digest of named arrays (names, dtypes, shapes and bytes, in name order): equal digests mean
+    bit-identical weights, whether the arrays come from a live model or from a saved weights file."""
+    h = hashlib.sha256()
+    for k in sorted(arrays):
+        a = np.ascontiguousarray(arrays[k])
+        h.update(f"{k}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
 def load_model_tensors(model: paddle.nn.Layer, path: str | os.PathLike, name: str = "weights.safetensors",
                        prefix: str = "") -> None:
     """Load safetensors weights into `model`; shape or name mismatches are a clear error."""

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import validate
 from .errors import UserError, cli
 
 PROGRAM = "model"  # OUT/model.json, OUT/model.pdiparams
@@ -136,6 +137,7 @@ def _build_arg_parser() -> argparse.ArgumentParser:
 @cli
 def main(argv: list[str] | None = None) -> int:
     args = _build_arg_parser().parse_args(argv)
+    validate.output_dir("--output", args.output)  # before the model loads and the graph is traced
     import elmo_paddle  # noqa: F401  (env vars before paddle)
 
     out = export_model(args.model, args.output, check=not args.no_check)

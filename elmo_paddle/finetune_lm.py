@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Iterator
 
 from .config import load_config, merge, parse_overrides
+from . import validate
 from .errors import UserError, cli
-from .pretrain_config import PretrainConfig, resolve_text_paths
+from .pretrain_config import PretrainConfig, check_config, resolve_text_paths
 
 FORMATS = ("auto", "plain", "pd1998", "lac", "cmrc", "dureader")
 _PD_TOKEN = re.compile(r"^\S+/[A-Za-z]+\d*$")
@@ -156,10 +157,9 @@ def _build_arg_parser() -> argparse.ArgumentParser:
 @cli
 def main(argv: list[str] | None = None) -> int:
     args = _build_arg_parser().parse_args(argv)
-    if args.steps < 1:
-        raise UserError(f"--steps must be >= 1, got {args.steps}")
-    if not 0 < args.dev_fraction < 1:
-        raise UserError(f"--dev-fraction must be in (0, 1), got {args.dev_fraction}")
+    validate.positive_int("--steps", args.steps)
+    validate.positive_float("--lr", args.lr, allow_none=True)
+    validate.fraction("--dev-fraction", args.dev_fraction, high_open=True)
     extra = parse_overrides(args.overrides)
     if "bilm" in extra:
         raise UserError("bilm.* cannot be overridden when fine-tuning: the architecture is the pretrained model's")
@@ -177,11 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     if unit != vocab.unit:
         raise UserError(f"data.unit={unit!r} does not match the model's vocab unit {vocab.unit!r}: a fine-tuned "
                         "model keeps its vocab, so the text must be tokenised the same way")
-    out = Path(args.output_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot create {out}: {e.strerror or e}") from None
+    out = validate.output_dir("--output-dir", args.output_dir)
     files, stats = prepare_text(args.text, args.format, out, vocab, args.data_dir)
     for f in stats["files"]:
         print(f"text: {f['file']} ({f['format']}): {f['lines']} lines, {f['tokens']} tokens, "
@@ -190,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"warning: {stats['oov_rate']:.0%} of the tokens are unknown to the model's vocab (all become <UNK>)")
 
     cfg, lr = _finetune_config(conf, vocab.unit, files, out, args, extra)
+    check_config(cfg)  # the key=value overrides too, before the model is built
     from .trainer_lm import run_pretraining
 
     best = run_pretraining(cfg, resume=args.resume, progress=not args.no_progress, init_from=model_dir)

@@ -195,15 +195,18 @@ class LMBatcher:
 
 
 def dev_batches(info: CorpusInfo, vocab: Vocab, batch_size: int = 32, max_len: int = 256,
-                max_lines: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+                max_lines: int | None = None, stats: ReadStats | None = None) -> Iterator[dict[str, np.ndarray]]:
     """Held-out lines, one per row, each `<S> tokens </S>` with targets at every real position.
 
     Per line, the forward LM predicts every token and the final `</S>`; the backward LM predicts every
     token and the initial `<S>`.  Lines longer than `max_len` are cut into pieces that are scored
-    independently (state is not carried), which can only make the reported perplexity worse.
+    independently (state is not carried), which can only make the reported perplexity worse.  `stats`
+    counts the lines the reader skipped (invalid UTF-8), so the caller can say so.
     """
+    if max_len < 1:
+        raise UserError(f"max_len must be >= 1, got {max_len}")
     seqs: list[list[int]] = []
-    for k, line in enumerate(iter_split_lines(info, "dev")):
+    for k, line in enumerate(iter_split_lines(info, "dev", stats=stats)):
         if max_lines is not None and k >= max_lines:
             break
         ids = [Vocab.bos_id, *vocab.encode(tokenize(line, vocab.unit)), Vocab.eos_id]

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
+from . import validate
 from .errors import UserError, cli
 
 
-@cli
-def main(argv: list[str] | None = None) -> int:
+def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m elmo_paddle.perplexity", description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", required=True,
                     help="model directory, a pretraining output dir (its best/), or a shipped model's name")
@@ -28,31 +29,67 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-lines", type=int, help="score only the first N held-out lines")
     ap.add_argument("--max-len", type=int, default=256, help="longer lines are scored in pieces of this length")
     args = ap.parse_args(argv)
+    validate.positive_int("--max-len", args.max_len)
+    validate.positive_int("--max-lines", args.max_lines, allow_none=True)
+    return args
+
+
+def _text_info(paths: list[str]):
+    """The --text files as an all-held-out split; files with nothing scorable are one line naming why.
+
+    Why count here: the reader skips lines with invalid UTF-8 or NUL bytes (it never guesses), and binary
+    input used to end in "the dev split is empty (raise data.dev_fraction)", which is about something else.
+    """
+    from .lm_data import CorpusInfo
+    from .text import ReadStats, iter_file_lines, list_text_files
+
+    files = list_text_files(paths)
+    stats = ReadStats()
+    counts = [sum(1 for _ in iter_file_lines(f, stats)) for f in files]
+    if not sum(counts):
+        raise UserError(f"no text to score in {', '.join(map(str, files))}: {stats.lines} lines read, "
+                        f"{stats.empty} empty, {stats.bad_utf8} with invalid UTF-8 or NUL bytes (binary data? "
+                        "the text must be UTF-8)")
+    return CorpusInfo([str(f) for f in files], [0] * len(files), counts, 0, 0, dev_fraction=1.0)
+
+
+def _recorded_info(args: argparse.Namespace, model_dir: Path):
+    """The held-out split recorded in the model dir (or --heldout-from's), its files found here."""
     from . import checkpoint as ckpt
-    from .lm_data import CorpusInfo, dev_batches
-    from .model_io import load_bilm, resolve_model_dir
+    from .lm_data import CorpusInfo
+    from .model_io import resolve_model_dir
     from .pretrain_config import resolve_text_paths
-    from .text import iter_file_lines, list_text_files
+
+    split_dir = resolve_model_dir(args.heldout_from) if args.heldout_from else model_dir
+    if not (Path(split_dir) / "corpus.json").is_file():
+        raise UserError(f"{split_dir} records no held-out split (corpus.json); pass --text FILE")
+    info = CorpusInfo(**ckpt.read_json(split_dir, "corpus.json"))
+    try:  # paths as recorded, else relative to the data dir (shipped models record "lm_raw_zh/...")
+        info.files = resolve_text_paths(info.files, args.data_dir)
+    except UserError as e:
+        raise UserError(f"the held-out text recorded in {split_dir}/corpus.json is missing here: {e}") from None
+    return info
+
+
+@cli
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    from .lm_data import dev_batches
+    from .model_io import load_bilm, resolve_model_dir
+    from .text import ReadStats
     from .trainer_lm import evaluate_perplexity
 
     model_dir = resolve_model_dir(args.model)
     bilm, vocab, _ = load_bilm(model_dir)
-    if args.text:
-        files = list_text_files(args.text)
-        counts = [sum(1 for _ in iter_file_lines(f)) for f in files]
-        info = CorpusInfo([str(f) for f in files], [0] * len(files), counts, 0, 0, dev_fraction=1.0)
-    else:
-        split_dir = resolve_model_dir(args.heldout_from) if args.heldout_from else model_dir
-        if not (Path(split_dir) / "corpus.json").is_file():
-            raise UserError(f"{split_dir} records no held-out split (corpus.json); pass --text FILE")
-        info = CorpusInfo(**ckpt.read_json(split_dir, "corpus.json"))
-        try:  # paths as recorded, else relative to the data dir (shipped models record "lm_raw_zh/...")
-            info.files = resolve_text_paths(info.files, args.data_dir)
-        except UserError as e:
-            raise UserError(f"the held-out text recorded in {split_dir}/corpus.json is missing here: {e}") from None
+    info = _text_info(args.text) if args.text else _recorded_info(args, model_dir)
     t0 = time.time()
-    res = evaluate_perplexity(bilm, dev_batches(info, vocab, 32, args.max_len, args.max_lines))
+    stats = ReadStats()
+    res = evaluate_perplexity(bilm, dev_batches(info, vocab, 32, args.max_len, args.max_lines, stats=stats))
     res["seconds"] = round(time.time() - t0, 1)
+    res["skipped_bad_utf8_lines"] = stats.bad_utf8
+    if stats.bad_utf8:
+        print(f"warning: skipped {stats.bad_utf8} line(s) with invalid UTF-8 or NUL bytes "
+              f"(e.g. {'; '.join(stats.examples[:3])})", file=sys.stderr)
     print(json.dumps({k: (round(v, 2) if isinstance(v, float) else v) for k, v in res.items()}))
     return 0
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import load_config
+from . import validate
 from .errors import UserError, cli
 
 
@@ -72,6 +73,22 @@ def _elmo_step(cfg: PipelineConfig, py: str, data: list[str]) -> tuple[list[Step
         pre.insert(3, "--resume")
     step = Step("pretrain ELMo", pre, elmo_dir / "final" / "manifest.json", cfg.elmo.est_minutes)
     return [step], str(elmo_dir / "best")
+
+
+def check_pipeline_config(cfg: PipelineConfig) -> None:
+    """Fractions, seeds and the runs folder make sense before the first step starts (a bad value would
+    otherwise surface minutes later, inside the step that uses it)."""
+    for task in ("lac", "bidaf"):
+        t: TaskStep = getattr(cfg, task)
+        if not isinstance(t.fractions, list) or not t.fractions or not isinstance(t.seeds, list) or not t.seeds:
+            raise UserError(f"{task}.fractions and {task}.seeds must be non-empty lists")
+        for f in t.fractions:
+            validate.fraction(f"{task}.fractions", f)
+        for seed in t.seeds:
+            validate.non_negative_int(f"{task}.seeds", seed)
+        validate.non_negative_float(f"{task}.est_minutes", t.est_minutes)
+    validate.non_negative_float("elmo.est_minutes", cfg.elmo.est_minutes)
+    validate.output_dir("runs_dir", cfg.runs_dir, create=False)
 
 
 def plan(cfg: PipelineConfig) -> list[Step]:
@@ -169,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     extra = list(args.overrides) + ([f"data_dir={args.data_dir}"] if args.data_dir else []) \
         + ([f"jobs={args.jobs}"] if args.jobs is not None else [])
     cfg = load_config(PipelineConfig, args.config, extra)
+    check_pipeline_config(cfg)
     steps = plan(cfg)
     todo = [s for s in steps if not s.done.is_file()]
     total_est = sum(s.est_minutes for s in todo)

@@ -23,7 +23,7 @@ import sys
 
 from .config import load_config
 from .errors import cli
-from .pretrain_config import PretrainConfig
+from .pretrain_config import PretrainConfig, check_config
 
 
 def _build_arg_parser() -> argparse.ArgumentParser:
@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.data_dir:
         extra.append(f"data_dir={args.data_dir}")
     cfg = load_config(PretrainConfig, args.config, extra)
+    check_config(cfg)  # before paddle loads: a bad value costs no start-up time
     from .trainer_lm import run_pretraining  # imports paddle: keep --help fast
 
     try:

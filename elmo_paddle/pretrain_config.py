@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .data_dir import resolve_data_dir
+from . import validate as v
 from .errors import UserError
 
 
@@ -62,6 +63,35 @@ class PretrainConfig:
     run_name: str | None = None  # VisualDL run folder under runs_dir (default: output_dir's name)
     runs_dir: str = "runs/elmo"  # VisualDL logs: runs_dir/run_name (visualdl --logdir runs)
     data_dir: str | None = None
+
+
+def check_config(cfg: PretrainConfig) -> None:
+    """Every size, count, rate and fraction of a pretraining config makes sense, or one UserError line.
+
+    Why here and not where each value is used: `batch_size=0` used to surface as a ZeroDivisionError deep
+    in the batcher, `epochs=-1` as a one-step run that saved a model, `lr=-0.005` as a run that diverged to
+    perplexity 1e24 and exited 0.  The bilm.* section is checked by `BiLMConfig.validate`.
+    """
+    d, t = cfg.data, cfg.train
+    v.fraction("data.dev_fraction", d.dev_fraction, high_open=True)
+    v.positive_int("data.min_count", d.min_count)
+    for key in ("max_vocab", "max_train_lines_per_file", "eval_max_lines"):
+        v.positive_int(f"data.{key}", getattr(d, key), allow_none=True)
+    v.positive_int("data.shuffle_buffer", d.shuffle_buffer)
+    for key in ("batch_size", "seq_len", "eval_every", "save_every", "keep_checkpoints", "log_every",
+                "max_bad_steps"):
+        v.positive_int(f"train.{key}", getattr(t, key))
+    v.positive_int("train.max_steps", t.max_steps, allow_none=True)
+    v.positive_float("train.lr", t.lr)
+    v.positive_float("train.epochs", t.epochs)
+    v.one_of("train.optimizer", t.optimizer, ("adam", "adagrad"))
+    v.one_of("train.lr_schedule", t.lr_schedule, ("constant", "linear", "cosine"))
+    v.non_negative_int("train.warmup_steps", t.warmup_steps)
+    v.non_negative_int("train.threads", t.threads)
+    v.non_negative_float("train.weight_decay", t.weight_decay)
+    v.non_negative_float("train.grad_clip", t.grad_clip)
+    if not isinstance(t.seed, int) or isinstance(t.seed, bool):
+        raise UserError(f"train.seed must be a whole number, got {t.seed!r}")
 
 
 def resolve_text_paths(paths: list[str], data_dir: str | None) -> list[str]:

@@ -12,12 +12,13 @@ import paddle
 from tqdm import tqdm
 
 from . import checkpoint as ckpt
+from . import validate
 from .bilm import BiLM, BiLMConfig
 from .config import from_dict
 from .errors import UserError
 from .lm_data import CorpusInfo, LMBatcher, dev_batches, scan_corpus
 from .model_io import attach_char_table, load_bilm, model_dir_files
-from .pretrain_config import PretrainConfig, lr_at, resolve_text_paths
+from .pretrain_config import PretrainConfig, check_config, lr_at, resolve_text_paths
 from .runtime import set_threads, to_tensors
 from .vocab import Vocab
 
@@ -99,6 +100,7 @@ def run_pretraining(cfg: PretrainConfig, resume: bool = False, progress: bool = 
     """
     from visualdl import LogWriter  # first: a missing visualdl fails before the corpus scan, not after it
 
+    check_config(cfg)
     run = _PretrainRun(cfg, progress)
     paths = resolve_text_paths(list(cfg.data.train), cfg.data_dir)
     last = run.checkpoint_to_resume(resume)
@@ -136,6 +138,8 @@ class _PretrainRun:
             self.out.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UserError(f"cannot create output dir {self.out}: {e.strerror or e}") from None
+        validate.output_dir("output dir", self.out)  # writable too (read-only mounts), before the corpus scan
+        validate.output_dir("runs_dir", self.cfg.runs_dir)  # VisualDL opens it only after the corpus scan
         for note in ckpt.recover_output_dir(self.out):  # a crash mid-save: restore best/, drop .tmp-* dirs
             print(f"note: {note}")
 
@@ -387,11 +391,15 @@ class _PretrainRun:
         print(f"done: best dev perplexity {self.best_ppl:.2f}; model directory {self.out / 'best'}")
 
     def _check_ranks_in_sync(self) -> None:
-        # data parallelism must keep every rank's weights identical: check it rather than assume it
-        sums: list = []
-        paddle.distributed.all_gather_object(
-            sums, [float(p.astype("float64").abs().sum()) for p in self.bilm.parameters()])
+        """Data parallelism must keep every rank's weights identical: check it, bit for bit, rather than
+        assume it.  Every rank logs its digest (the one `ckpt.tensors_sha256` gives for final/'s weights),
+        so a multi-node run can be checked from the nodes' logs too."""
+        digest = ckpt.tensors_sha256(ckpt.model_tensors(self.bilm))
+        print(f"rank {self.rank}: parameters sha256 {digest}", flush=True)
+        digests: list = []
+        paddle.distributed.all_gather_object(digests, digest)
         if self.rank == 0:
-            if any(s != sums[0] for s in sums[1:]):
+            if any(d != digests[0] for d in digests[1:]):
                 raise UserError("parameters differ across ranks after training: the data-parallel run went out of sync")
-            print(f"parameters identical across {self.world} ranks (checksum {sum(sums[0]):.6f})")
+            print(f"parameters identical across {self.world} ranks (sha256 {digest})")
+

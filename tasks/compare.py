@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from elmo_paddle import validate
 from elmo_paddle.errors import UserError, cli
 from tasks.common.run import SCORE_SCALE
 
@@ -23,29 +25,60 @@ METRICS = ["f1", "em", "seg_f1", "PER_f1", "LOC_f1", "ORG_f1", "TIME_f1"]
 CURVE_METRIC = "f1"  # dev curves and learning curves
 
 
+def _warn_skip(m: Path, why: str) -> None:
+    print(f"warning: {m} {why}; skipped", file=sys.stderr)
+
+
+def _read_json(path: Path) -> Any:
+    """The parsed file, or None when it cannot be read or parsed (the caller warns)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+
+
+def _is_score(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _read_run(m: Path) -> dict[str, Any] | None:
+    """One run's record, or None (with a warning saying why) for a metrics.json this table cannot use.
+
+    Why skip rather than stop: one hand-edited or half-written run should not hide every other run's scores;
+    why check types here: a score that is a string or NaN used to reach `statistics.mean` as a traceback.
+    """
+    data = _read_json(m)
+    if not isinstance(data, dict):
+        _warn_skip(m, "is not a readable JSON object")
+        return None
+    if "test" not in data:
+        return None  # e.g. an --overfit run
+    if data.get("score_scale") != SCORE_SCALE:
+        _warn_skip(m, "was written before task scores were percentages under one set of names (rerun that run)")
+        return None
+    test, cfg = data["test"], data.get("config", {})
+    if not isinstance(test, dict) or not isinstance(cfg, dict):
+        _warn_skip(m, "has a 'test' or 'config' entry that is not an object")
+        return None
+    bad = sorted(k for k, x in test.items() if (k in METRICS or k.endswith("_f1")) and not _is_score(x))
+    if bad:
+        _warn_skip(m, f"has test scores that are not finite numbers ({', '.join(f'{k}={test[k]!r}' for k in bad[:3])})")
+        return None
+    hist = _read_json(m.parent / "history.json") if (m.parent / "history.json").is_file() else {}
+    hist = hist.get("history", []) if isinstance(hist, dict) else []
+    hist = [{k: x for k, x in h.items() if _is_score(x)} for h in hist if isinstance(h, dict)
+            and _is_score(h.get("step"))] if isinstance(hist, list) else []
+    seconds = data.get("train_seconds")
+    return {"task": m.parent.parent.name, "name": m.parent.name,
+            "variant": "+ELMo" if cfg.get("elmo_model") else "baseline",
+            "fraction": float(cfg.get("train_fraction", 1.0)) if _is_score(cfg.get("train_fraction", 1.0)) else 1.0,
+            "seed": cfg.get("seed"), "test": {k: x for k, x in test.items() if _is_score(x)},
+            "train_seconds": seconds if _is_score(seconds) else None, "history": hist, "config": cfg}
+
+
 def load_runs(root: Path) -> list[dict[str, Any]]:
     """One record per finished run: task, name, variant, fraction, seed, test metrics, dev history."""
-    runs = []
-    for m in sorted(root.glob("*/*/metrics.json")):
-        try:
-            data = json.loads(m.read_text(encoding="utf-8"))
-        except ValueError:
-            print(f"warning: {m} is not valid JSON; skipped", file=sys.stderr)
-            continue
-        if "test" not in data:
-            continue  # e.g. an --overfit run
-        if data.get("score_scale") != SCORE_SCALE:
-            print(f"warning: {m} was written before task scores were percentages under one set of names; "
-                  "skipped (rerun that run)", file=sys.stderr)
-            continue
-        cfg = data.get("config", {})
-        hist_file = m.parent / "history.json"
-        hist = json.loads(hist_file.read_text()).get("history", []) if hist_file.is_file() else []
-        runs.append({"task": m.parent.parent.name, "name": m.parent.name,
-                     "variant": "+ELMo" if cfg.get("elmo_model") else "baseline",
-                     "fraction": float(cfg.get("train_fraction", 1.0)), "seed": cfg.get("seed"),
-                     "test": data["test"], "train_seconds": data.get("train_seconds"), "history": hist,
-                     "config": cfg})
+    runs = [r for r in (_read_run(m) for m in sorted(root.glob("*/*/metrics.json"))) if r is not None]
     _label_protocols(runs)
     return runs
 
@@ -146,7 +179,8 @@ def make_plots(runs: list[dict[str, Any]], out_dir: Path) -> list[Path]:
 
         fig, ax = plt.subplots(figsize=(6, 4.5))
         for variant in ("baseline", "+ELMo"):
-            fr = sorted({r["fraction"] for r in tr if r["variant"] == variant})
+            # only runs that have the curve's metric (a run whose test scores lack it has no point here)
+            fr = sorted({r["fraction"] for r in tr if r["variant"] == variant and key in r["test"]})
             if not fr:
                 continue
             means, sds = [], []
@@ -179,13 +213,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-plots", action="store_true", help="only the table")
     args = ap.parse_args(argv)
     root = Path(args.runs_dir)
+    if args.output:
+        validate.output_dir("--output", args.output)  # before reading every run
     if not root.is_dir():
         raise UserError(f"runs folder {root} does not exist (run tasks.lac.finetune / tasks.bidaf.finetune first)")
     runs = load_runs(root)
     if not runs:
         raise UserError(f"no finished task runs (*/*/metrics.json with test scores) under {root}")
-    out = Path(args.output or root)
-    out.mkdir(parents=True, exist_ok=True)
+    out = validate.output_dir("--output", args.output or root)
     table = make_table(runs)
     (out / "comparison.md").write_text("# Baseline vs +ELMo\n\nScores (0-100) on each task's test split; "
                                        "mean ± sd over seeds.\n\n" + table, encoding="utf-8")

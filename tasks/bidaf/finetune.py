@@ -21,11 +21,13 @@ import numpy as np
 import paddle
 
 from elmo_paddle import checkpoint as ckpt
+from elmo_paddle import validate
 from elmo_paddle.config import to_dict
 from elmo_paddle.data_dir import data_path
 from elmo_paddle.errors import UserError, cli
 from elmo_paddle.runtime import to_tensors
 from elmo_paddle.vocab import TokenIds
+from tasks.common.checks import check_task_config
 from tasks.common.run import (build_optimizer, check_train_fraction, fit_fingerprint, load_run_config, run_parser,
                               seed_everything, write_metrics)
 
@@ -97,10 +99,12 @@ def configure(argv: Sequence[str] | None) -> tuple[BidafConfig, str | None]:
     if cfg.dataset not in ("cmrc2018", "dureader"):
         raise UserError(f"dataset must be cmrc2018 or dureader, got {cfg.dataset!r}")
     check_train_fraction(cfg.train_fraction)
-    for k in ("max_context_len", "doc_stride", "max_question_len", "max_answer_len", "batch_size",
-              "eval_batch_size", "hidden", "char_dim", "word_dim", "epochs"):
-        if getattr(cfg, k) < 1:
-            raise UserError(f"{k} must be at least 1, got {getattr(cfg, k)}")
+    check_task_config(cfg, sizes=("max_context_len", "doc_stride", "max_question_len", "max_answer_len",
+                                  "eval_batch_size", "hidden", "char_dim", "word_dim", "word_min_count",
+                                  "word_max_size"))
+    validate.non_negative_float("grad_clip", cfg.grad_clip)
+    for k in ("dev_max_questions", "test_max_questions"):
+        validate.non_negative_int(k, getattr(cfg, k))
     if cfg.doc_stride > cfg.max_context_len:
         raise UserError("doc_stride must not exceed max_context_len (windows would skip text)")
     return cfg, args.data_dir

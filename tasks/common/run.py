@@ -70,8 +70,9 @@ def fit_fingerprint(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_train_fraction(fraction: float) -> None:
-    if not 0 < fraction <= 1:
-        raise UserError(f"train_fraction must be in (0, 1], got {fraction}")
+    from elmo_paddle.validate import fraction as check_fraction
+
+    check_fraction("train_fraction", fraction)
 
 
 def seed_everything(seed: int) -> None:
@@ -116,5 +117,10 @@ def build_elmo(model_dir: str, *, mixes: int, gamma: float, dropout: float, l2: 
 
 def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
     """`run_dir/metrics.json`: what `tasks.compare` reads (test scores, config, times, data counts)."""
+    import os
+
     text = json.dumps({"score_scale": SCORE_SCALE, **metrics}, indent=1, ensure_ascii=False)
-    (Path(run_dir) / "metrics.json").write_text(text, encoding="utf-8")
+    final = Path(run_dir) / "metrics.json"
+    tmp = final.with_name(f".metrics.json.tmp{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, final)  # atomic: the pipeline reads "metrics.json exists" as "this run finished"

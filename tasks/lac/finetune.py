@@ -16,10 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from elmo_paddle import validate
 from elmo_paddle.config import to_dict
 from elmo_paddle.errors import UserError, cli
 from elmo_paddle.runtime import set_threads
 from elmo_paddle.vocab import TokenIds
+from tasks.common.checks import check_task_config
 from tasks.common.run import (COMMON_FLAGS, build_optimizer, check_train_fraction, fit_fingerprint, load_run_config,
                               run_parser, seed_everything, write_metrics)
 
@@ -93,11 +95,23 @@ def configure(argv: list[str] | None) -> LacConfig:
     if cfg.dataset not in DATASETS:
         raise UserError(f"unknown dataset {cfg.dataset!r}; choose one of {', '.join(DATASETS)}")
     check_train_fraction(cfg.train_fraction)
+    check_lac_config(cfg)
     if cfg.overfit:
         cfg.dropout = cfg.overfit_dropout
         cfg.epochs = max(cfg.epochs, cfg.overfit_epochs) if ns.epochs is None else cfg.epochs
     cfg.run_name = cfg.run_name or default_run_name(cfg)
     return cfg
+
+
+def check_lac_config(cfg: LacConfig) -> None:
+    """LAC's own sizes and rates on top of the keys both tasks share (`tasks.common.checks`)."""
+    check_task_config(cfg, sizes=("max_len", "min_char_freq", "emb_dim", "hidden_dim", "num_layers",
+                                  "overfit_epochs"))
+    validate.positive_float("crf_lr", cfg.crf_lr)
+    validate.non_negative_float("clip_norm", cfg.clip_norm)
+    for key in ("max_dev_sentences", "overfit", "threads"):
+        validate.non_negative_int(key, getattr(cfg, key))
+    validate.fraction("overfit_dropout", cfg.overfit_dropout, low_open=False, high_open=True)
 
 
 def prepare(cfg: LacConfig, rejects: Rejects) -> tuple[list[Example], list[Example], list[Example], list[str], bool]:
