@@ -32,3 +32,19 @@ TINY_OVERRIDES = [
     "data.min_count=1", "data.dev_fraction=0.05", "train.batch_size=8", "train.seq_len=12",
     "train.lr=0.02", "train.warmup_steps=5", "train.log_every=5",
 ]
+
+
+RANK_WEIGHTS_SCRIPT = Path(__file__).resolve().parent / "rank_weights_pretrain.py"
+
+
+def assert_ranks_identical(dump_dir: Path, world: int = 2) -> None:
+    """Every rank's final weights (written by rank_weights_pretrain.py) equal rank 0's, element by element."""
+    from safetensors.numpy import load_file
+
+    import numpy as np
+
+    ws = [load_file(str(Path(dump_dir) / f"rank{r}.safetensors")) for r in range(world)]
+    for r, w in enumerate(ws[1:], 1):
+        assert w.keys() == ws[0].keys()
+        for k in w:
+            np.testing.assert_array_equal(w[k], ws[0][k], err_msg=f"rank {r}: {k}")
