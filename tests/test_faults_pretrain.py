@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from corpus_fixture import RANK_WEIGHTS_SCRIPT, TINY_OVERRIDES, assert_ranks_identical, make_corpus
+from corpus_fixture import (RANK_WEIGHTS_SCRIPT, TINY_OVERRIDES, assert_ranks_identical, make_corpus, resize_tmpfs,
+                            small_tmpfs)
 from elmo_paddle import checkpoint as ckpt
 
 REPO = Path(__file__).resolve().parent.parent
@@ -272,6 +273,27 @@ def test_disk_full_while_saving_keeps_previous_checkpoint(corpus, reference, tmp
     r = pretrain(corpus, out, resume=True)
     assert r.returncode == 0, r.stderr[-3000:]
     assert_history_matches(history(out), history(reference))
+
+
+def test_real_enospc_on_a_small_tmpfs_keeps_previous_checkpoints(corpus, reference, tmp_path):
+    """A real full disk (a 700 KB tmpfs: best/ is ~110 KB, a checkpoint ~270 KB), not the fault hook: the write
+    that does not fit ends the run with exit 2 and one line, leaves no .tmp-*, every checkpoint on disk
+    verifies; with more space, --resume finishes with the uninterrupted run's history and weights."""
+    with small_tmpfs(tmp_path / "disk", 700) as disk:
+        out = disk / "out"
+        r = pretrain(corpus, out, cwd=tmp_path)
+        assert r.returncode == 2, (r.stdout + r.stderr)[-3000:]
+        err = one_line_error(r.stderr)
+        assert "No space left on device" in err and "previous checkpoint is kept" in err, err
+        assert len(step_dirs(out)) >= 1
+        leftovers = [p.name for d in (out, out / "checkpoints") for p in d.iterdir() if p.name.startswith(".tmp-")]
+        assert not leftovers, leftovers
+        assert_on_disk_state_is_sound(out)
+        resize_tmpfs(disk, 8192)
+        r = pretrain(corpus, out, resume=True, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert_history_matches(history(out), history(reference))
+        assert_weights_equal(out / "final", reference / "final")
 
 
 def test_output_dir_under_a_regular_file_is_one_line_error(corpus, tmp_path):
