@@ -330,7 +330,8 @@ def _assert_launcher_names_the_dead_rank(text: str, log_dir: Path) -> None:
     assert m and m.group(1) == m.group(3), text[-3000:]
     assert (m.group(1), m.group(2)) in {("1", "17"), ("0", "3")}, m.group(0)[-300:]
     log0, log1 = ((log_dir / f"workerlog.{r}").read_text() for r in (0, 1))
-    assert "Traceback" not in log0 and "Traceback" not in log1, (log0 + log1)[-3000:]
+    # no Python traceback (paddle's "C++ Traceback" banner on the launcher's SIGTERM to the survivor is fine)
+    assert not re.search(r"^Traceback \(most recent call last\)", log0 + log1, re.M), (log0 + log1)[-3000:]
     if m.group(1) == "0":
         assert "error: rank 0 lost contact with the other ranks" in log0, log0[-2000:]
     assert "step 10/20" in log0 and "step 15/20" not in log0, log0[-2000:]  # the job stopped at step 12
