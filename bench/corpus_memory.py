@@ -64,7 +64,7 @@ def generate_long_line(path: Path, mb: float) -> Path:
     return path
 
 
-def measure(path: str, max_batches: int | None) -> dict:
+def measure(path: str, max_batches: int | None, shuffle_buffer_chars: int = 8_000_000) -> dict:
     sys.path.insert(0, str(REPO))
     import elmo_paddle  # noqa: F401
     from elmo_paddle.lm_data import LMBatcher, scan_corpus
@@ -73,7 +73,7 @@ def measure(path: str, max_batches: int | None) -> dict:
     base = _peak_rss_mb()
     info, vocab, stats = scan_corpus([path], "char", 0.01, 3, show_progress=False)
     after_scan = _peak_rss_mb()
-    b = LMBatcher(info, vocab, 32, 20, seed=1, shuffle_buffer=10_000)
+    b = LMBatcher(info, vocab, 32, 20, seed=1, shuffle_buffer=10_000, shuffle_buffer_chars=shuffle_buffer_chars)
     n = 0
     for _ in b.epoch_batches():
         n += 1
@@ -85,10 +85,12 @@ def measure(path: str, max_batches: int | None) -> dict:
             "peak_rss_mb": round(_peak_rss_mb(), 1), "seconds": round(time.time() - t0, 1)}
 
 
-def run_measure(path: Path, max_batches: int | None = None) -> dict:
+def run_measure(path: Path, max_batches: int | None = None, shuffle_buffer_chars: int | None = None) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--measure", str(path)]
     if max_batches is not None:
         cmd += ["--max-batches", str(max_batches)]
+    if shuffle_buffer_chars is not None:
+        cmd += ["--shuffle-buffer-chars", str(shuffle_buffer_chars)]
     env = dict(os.environ, PYTHONPATH=str(REPO))
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if r.returncode != 0:
@@ -102,11 +104,13 @@ def main() -> None:
     ap.add_argument("--plain", action="store_true", help="plain text instead of .gz")
     ap.add_argument("--long-line", type=float, metavar="MB", help="also measure one line of MB megabytes, no newline")
     ap.add_argument("--max-batches", type=int, help="stop batching after N batches (default: the whole epoch)")
+    ap.add_argument("--shuffle-buffer-chars", type=int, default=8_000_000,
+                    help="the batcher's shuffle-buffer cap in characters (the pretraining default: 8M)")
     ap.add_argument("--workdir", default="/tmp/elmo_corpus_memory")
     ap.add_argument("--measure", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.measure:
-        print(json.dumps(measure(a.measure, a.max_batches)))
+        print(json.dumps(measure(a.measure, a.max_batches, a.shuffle_buffer_chars)))
         return
     wd = Path(a.workdir)
     wd.mkdir(parents=True, exist_ok=True)

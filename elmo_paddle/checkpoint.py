@@ -113,7 +113,14 @@ def _fsync_file(path: Path) -> None:
 def _save_tensors(tensors: dict[str, np.ndarray], path: Path) -> None:
     from safetensors.numpy import save_file
 
-    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(path))
+    try:
+        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(path))
+    except Exception as e:  # safetensors wraps an OS error (a full disk: ENOSPC) in its own SafetensorError
+        m = re.search(r"os error (\d+)", str(e))
+        if m is None:
+            raise
+        code = int(m.group(1))
+        raise OSError(code, os.strerror(code), str(path)) from None
 
 
 def load_tensors(path: Path) -> dict[str, np.ndarray]:

@@ -176,11 +176,15 @@ def test_finetune_and_predict_cli(tmp_path, monkeypatch, capsys, use_elmo):
     assert (model.elmo is not None) == use_elmo
     capsys.readouterr()
     assert predict_main(["--model", str(run / "model"), "--context", "北京大学在北京。", "--question", "哪里？"]) == 0
-    assert capsys.readouterr().out.strip() in "北京大学在北京。"
+    answer = capsys.readouterr().out.strip()
+    assert answer and answer in "北京大学在北京。", answer  # a span of the context: not empty ("" is in any string)
     out = tmp_path / "p.json"
     assert predict_main(["--model", str(run / "model"), "--input", str(d / "cmrc2018_dev.json"),
                          "--output", str(out)]) == 0
-    assert len(json.loads(out.read_text(encoding="utf-8"))) == 4
+    preds = json.loads(out.read_text(encoding="utf-8"))
+    contexts = {e.qid: e.context for e in _examples(4, 3)}
+    assert preds.keys() == contexts.keys()
+    assert all(preds[q] and preds[q] in contexts[q] for q in preds), preds
 
 
 def test_cli_user_mistakes_exit_2(tmp_path, capsys):

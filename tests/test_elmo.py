@@ -159,11 +159,25 @@ def test_bad_input(elmo):
         elmo.batch_to_ids([["中国", "人"]])  # a word token for a char model
     with pytest.raises(UserError):
         elmo.batch_to_ids("中国")  # a bare string, not a list of sentences
-    ids = elmo.batch_to_ids(["\U0001F600龘", ["Ａ"]]).numpy()  # OOV chars -> <UNK>; full-width A normalised
+    ids = elmo.batch_to_ids(["\U0001F600龘"]).numpy()  # OOV chars -> <UNK>
     assert ids[0, 0] == 3 and ids[0, 1] == 3
-    assert ids[1, 0] == elmo.vocab.stoi.get("A", 3)
     out = elmo(elmo.batch_to_ids(["", ""]))  # only empty sentences: one padded step, all masked
     assert list(out["mask"].shape) == [2, 1] and not out["mask"].numpy().any()
+
+
+def test_full_width_letters_and_digits_map_to_their_ascii_entries(tiny_model_dir):
+    """Full-width Ａ/１/ａ (strings and token lists) get the ids of A/1/a.  The vocab here holds the ASCII forms
+    only (the tiny model's own vocab may hold neither, and then every form maps to <UNK> and proves nothing)."""
+    from elmo_paddle.vocab import SPECIALS, Vocab
+
+    e = Elmo(tiny_model_dir)
+    real = e.vocab.itos[len(SPECIALS):]
+    rest = [t for t in real[3:] if t not in set("A1aＡ１ａ")]
+    e.vocab = Vocab([*SPECIALS, "A", "1", "a", *rest], e.vocab.unit, e.vocab.chars)
+    want = [e.vocab.stoi[c] for c in "A1a"]
+    assert 3 not in want and "Ａ" not in e.vocab
+    assert e.batch_to_ids(["Ａ１ａ"]).numpy()[0].tolist() == want
+    assert e.batch_to_ids([["Ａ", "１", "ａ"]]).numpy()[0].tolist() == want
 
 
 def test_model_dir_errors(tiny_model_dir, tmp_path):

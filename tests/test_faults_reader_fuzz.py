@@ -56,8 +56,26 @@ _ENC = st.sampled_from(["utf-8", "utf-8-sig", "gbk", "gb18030", "big5", "utf-16"
 @FUZZ
 @given(lines=st.lists(_LINE, min_size=1, max_size=30), enc=_ENC, nl=st.sampled_from(["\n", "\r\n"]))
 def test_wrong_encodings(lines, enc, nl):
+    """Text in another encoding is never silently accepted: if its bytes are not UTF-8, the scan either rejects
+    the file (naming it) or accepts it only with the invalid lines skipped *and counted*, a minority of them,
+    and with no character in the vocab that the text does not hold (no mojibake, no U+FFFD)."""
     data = nl.join(lines).encode(enc, errors="replace")
-    _consume(_write(data, ".txt"))
+    path = _write(data, ".txt")
+    _consume(path)
+    try:
+        data.decode("utf-8")
+        return  # valid UTF-8 (ASCII-only GBK is): nothing to reject
+    except UnicodeDecodeError:
+        pass
+    try:
+        _, vocab, stats = scan_corpus([str(path)], "char", 0.2, 1, show_progress=False)
+    except UserError as e:
+        # the encoding message, or (valid lines all empty, invalid ones a minority) "no training text"
+        assert str(path) in str(e) and re.search(r"UTF-8|UTF-16|no training text", str(e)), e
+        return
+    assert 0 < stats.bad_utf8 and 2 * stats.bad_utf8 < stats.lines, stats
+    text = normalize_width(data.decode(enc, errors="replace"))
+    assert set(vocab.itos[4:]) <= set(text) - {"\ufffd"}, (vocab.itos[4:], enc)
 
 
 @pytest.mark.parametrize("enc", ["gbk", "gb18030", "big5", "utf-16", "utf-16-le", "utf-16-be", "utf-32"])

@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 
 import elmo_paddle  # noqa: F401
@@ -31,17 +32,26 @@ def test_extract_task_formats(tmp_path):
 
 
 def test_finetune_continues_training_and_reports_ppl(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    """Fine-tuning starts from the model's weights and vocab, changes the weights, and the perplexity of the
+    held-out task text falls (the task text is repetitive: a few steps learn it)."""
+    from safetensors.numpy import load_file
+
     monkeypatch.chdir(tmp_path)  # VisualDL logs go to ./runs
     src = tmp_path / "task.txt"
     lines = [f"{w}经济发展和人民生活{w}" for w in "中国北京今天我们工作社会国家建设改革" * 3]
     src.write_text("\n".join(lines) + "\n", encoding="utf-8")
     out = tmp_path / "ft"
-    assert main(["--model", str(tiny_model_dir), "--text", str(src), "--output-dir", str(out), "--steps", "4",
+    assert main(["--model", str(tiny_model_dir), "--text", str(src), "--output-dir", str(out), "--steps", "12",
                  "--dev-fraction", "0.2", "--no-progress", "train.batch_size=4", "train.seq_len=8"]) == 0
     res = json.loads((out / "finetune_result.json").read_text())
-    assert res["dev_ppl_before"] > 0 and res["dev_ppl_after"] > 0 and res["text"]["oov_rate"] >= 0
+    assert res["text"]["oov_rate"] >= 0 and res["history"][0]["step"] == 0
+    assert 0 < res["dev_ppl_after"] < res["dev_ppl_before"], res["history"]
     assert "before ->" in capsys.readouterr().out
     assert Vocab.load(out / "best" / "vocab.json").itos == Vocab.load(tiny_model_dir / "vocab.json").itos
+    before, after = (load_file(str(d / "weights.safetensors")) for d in (tiny_model_dir, out / "final"))
+    assert before.keys() == after.keys()
+    changed = [k for k in before if not np.array_equal(before[k], after[k])]
+    assert any(k.startswith("lstm.") for k in changed) and any(k.startswith("token_emb") for k in changed), changed
     from elmo_paddle.elmo import Elmo
 
     assert Elmo(out / "final").output_dim == Elmo(tiny_model_dir).output_dim

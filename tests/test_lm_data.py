@@ -49,10 +49,6 @@ def test_batcher_shards_and_resumes_exactly(tmp_path):
     assert len(first) + len(rest) == len(full)
     for a, b in zip(first + rest, full):
         np.testing.assert_array_equal(a, b)
-    # two ranks read disjoint halves
-    r0 = list(iter_split_lines(info, "train", 0, 2))
-    r1 = list(iter_split_lines(info, "train", 1, 2))
-    assert len(r0) + len(r1) == info.train_lines[0]
 
 
 def test_dev_batches_count_every_token_once(tmp_path):
@@ -63,3 +59,23 @@ def test_dev_batches_count_every_token_once(tmp_path):
         n_f = sum(int((b["fwd_targets"] != 0).sum()) for b in dev_batches(info, vocab, 3, max_len))
         n_b = sum(int((b["bwd_targets"] != 0).sum()) for b in dev_batches(info, vocab, 3, max_len))
         assert n_f == expected and n_b == expected
+
+
+def test_two_ranks_read_disjoint_halves_of_the_training_lines(tmp_path):
+    """Sharding: the line indices rank 0 and rank 1 read are disjoint, together cover every training line of
+    every file (and no dev line), and differ in count by at most one per file."""
+    files = []
+    for f, n in (("a.txt", 101), ("b.txt", 60)):  # odd and even counts; every line unique: its file and index
+        lines = [f"{f[0]}{i:04d}我们喜欢经济。" for i in range(n)]
+        (tmp_path / f).write_text("\n".join(lines) + "\n", encoding="utf-8")
+        files.append(str(tmp_path / f))
+    info, _, _ = scan_corpus(files, "char", 0.1, 1, show_progress=False)
+    train = {f"{f[-5]}{i:04d}" for f, n in zip(files, info.train_lines) for i in range(n)}
+    assert len(train) == sum(info.train_lines) and sum(info.train_lines) < 161  # some lines are dev lines
+    shards = [[line[:5] for line in iter_split_lines(info, "train", r, 2)] for r in (0, 1)]
+    assert all(len(s) == len(set(s)) for s in shards)  # no rank reads a line twice
+    assert not set(shards[0]) & set(shards[1])
+    assert set(shards[0]) | set(shards[1]) == train
+    for fname in "ab":
+        n0, n1 = (sum(x[0] == fname for x in s) for s in shards)
+        assert abs(n0 - n1) <= 1, (fname, n0, n1)

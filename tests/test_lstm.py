@@ -290,3 +290,65 @@ def test_train_threads_setting_reaches_mkl():
             assert lc._mkl().MKL_Get_Max_Threads() == n
     finally:
         set_threads(before)
+
+
+def _numpy_lstm(x, w_ih, w_hh, b):
+    """Plain LSTM (paddle.nn.LSTM's gate order i, f, g, o; h is the full H state): x [T, B, D] -> h [T, B, H]."""
+    T, B, _ = x.shape
+    H = w_hh.shape[1]
+    h, c, outs = np.zeros((B, H)), np.zeros((B, H)), []
+    for t in range(T):
+        z = x[t] @ w_ih.T + h @ w_hh.T + b
+        i, f, g, o = _sigmoid(z[:, :H]), _sigmoid(z[:, H:2 * H]), np.tanh(z[:, 2 * H:3 * H]), _sigmoid(z[:, 3 * H:])
+        c = f * c + i * g
+        h = o * np.tanh(c)
+        outs.append(h)
+    return np.stack(outs)
+
+
+def test_fused_impl_matches_its_numpy_reference():
+    """The "fused" approximation is what lstm.py says: per direction a plain LSTM on the full state, then the
+    projection and the projection clip (no cell clip), in float64 numpy."""
+    from elmo_paddle.lstm import FusedBiLstmLayer
+
+    paddle.seed(3)
+    layer = FusedBiLstmLayer(5, 6, 4, cell_clip=0.4, proj_clip=0.3)
+    for p in layer.parameters():  # large weights: the clip is active
+        p.set_value(paddle.uniform(p.shape, min=-1.0, max=1.0))
+    x = np.random.default_rng(2).normal(size=(7, 2, 5, 3)).astype("float32")  # [T, 2, D, B]
+    with paddle.no_grad():
+        got = layer(paddle.to_tensor(x)).numpy()  # [T, 2, P, B]
+    ref = []
+    for d in range(2):
+        rnn = {n: p.numpy().astype("float64") for n, p in layer.rnns[d].named_parameters()}
+        h = _numpy_lstm(x[:, d].transpose(0, 2, 1).astype("float64"), rnn["weight_ih_l0"], rnn["weight_hh_l0"],
+                        rnn["bias_ih_l0"] + rnn["bias_hh_l0"])
+        ref.append(np.clip(h @ layer.w_proj.numpy()[d].astype("float64"), -0.3, 0.3).transpose(0, 2, 1))
+    np.testing.assert_allclose(got, np.stack(ref, axis=1), atol=1e-5)
+    assert (np.abs(got) >= 0.3 - 1e-6).mean() > 0.1, "projection clip should be active in this test"
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_ragged_batch_through_both_directions_matches_the_reference(grad):
+    """Layer level, rows of different lengths: `bidirectional_layers` == the float64 reference run forward over
+    each row's first L steps and backward over them reversed, position by position (no-grad path: the packed
+    kernel where MKL is present; with grad: the training PyLayer)."""
+    from elmo_paddle.lstm import BiLstmpStack, bidirectional_layers
+
+    paddle.seed(5)
+    stack = BiLstmpStack(5, 6, 4, num_layers=1, cell_clip=0.4, proj_clip=0.3, dropout=0.0, residual=False)
+    stack.eval()
+    layer = stack.layers[0]
+    for p in layer.parameters():
+        p.set_value(paddle.uniform(p.shape, min=-1.0, max=1.0))
+    lengths = np.array([7, 3, 5, 1])
+    x = np.random.default_rng(4).normal(size=(4, 7, 5)).astype("float32")  # [B, T, D]
+    xt = paddle.to_tensor(x, stop_gradient=not grad)
+    with paddle.set_grad_enabled(grad):
+        got = bidirectional_layers(stack, xt, paddle.to_tensor(lengths))[0].numpy()  # [B, T, 2P]
+    for b, L in enumerate(lengths):
+        xb = x[b, :L][:, None, :, None].repeat(2, axis=1)  # [L, 2, D, 1]: direction 1 gets the reversed row
+        xb[:, 1] = xb[::-1, 1]
+        ref = _reference(layer, xb)[:, :, :, 0]  # [L, 2, P]
+        np.testing.assert_allclose(got[b, :L, :4], ref[:, 0], atol=1e-5, err_msg=f"row {b} forward")
+        np.testing.assert_allclose(got[b, :L, 4:], ref[::-1, 1], atol=1e-5, err_msg=f"row {b} backward")
