@@ -173,7 +173,7 @@ def _run_side_by_side(steps: list[Step], jobs: int, log_dir: Path, t_start: floa
 @cli
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m elmo_paddle.pipeline", description=__doc__.split("\n\n")[0],
-                                 epilog="Scales: configs/pipeline_demo.yaml (~10 min on 2 cores, shipped biLM), "
+                                 epilog="Scales: configs/pipeline_demo.yaml (~4 min on 2 cores, shipped biLM), "
                                         "configs/pipeline_tiny.yaml (CI smoke test). The reported results "
                                         "come from the commands listed in RESULTS.md.")
     ap.add_argument("--config", default="configs/pipeline_demo.yaml", help="pipeline YAML (default: the demo scale)")
