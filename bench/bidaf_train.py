@@ -23,7 +23,7 @@ import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from workers import Worker, interleaved, serve  # noqa: E402
+from workers import paired_train, run_worker, torch_train_step  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -143,38 +143,12 @@ def build_torch(char_vocab, word_vocab, packed=True):
     model = torch_bidaf(char_vocab, word_vocab, packed)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 
-    def train_step(batch):
-        model.train()
-        loss = model({k: torch.from_numpy(v) for k, v in batch.items()})
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        opt.step()
-        return loss.item()
-
-    return train_step
+    return torch_train_step(model, opt, lambda batch: model({k: torch.from_numpy(v) for k, v in batch.items()}))
 
 
 def worker(a, side):
-    os.environ["OMP_NUM_THREADS"] = str(a.threads)
-    batches, char_vocab, word_vocab = load_batches(a)
-    if side == "paddle":
-        import elmo_paddle  # noqa: F401
-        import paddle
-
-        from elmo_paddle.runtime import set_threads
-
-        paddle.set_device("cpu")
-        set_threads(a.threads)
-        version, step = paddle.__version__, build_paddle(char_vocab, word_vocab)
-    else:
-        import torch
-
-        torch.set_num_threads(a.threads)
-        version, step = torch.__version__, build_torch(char_vocab, word_vocab, a.torch_lstm == "packed")
-    count = iter(range(10**9))
-    out, sys.stdout = sys.stdout, sys.stderr
-    serve(out, version, lambda cmd: step(batches[next(count) % len(batches)]))
+    run_worker(side, a.threads, lambda: load_batches(a), build_paddle,
+               lambda chars, words: build_torch(chars, words, a.torch_lstm == "packed"))
 
 
 def main(argv=None):
@@ -182,13 +156,10 @@ def main(argv=None):
     if argv[:1] == ["--worker"]:
         return worker(parse_args(argv[2:]), argv[1])
     a = parse_args(argv)
-    pw = Worker(__file__, argv, "paddle")
-    tw = Worker(__file__, argv, "torch", {"OMP_WAIT_POLICY": "PASSIVE"})
-    print(f"BiDAF train step: CMRC 2018 train windows, {a.batches} batches of {a.batch_size} cycled, "
-          f"configs/bidaf.yaml sizes, threads={a.threads}, torch LSTMs {a.torch_lstm}; paddle {pw.version}, torch {tw.version}; "
-          f"median of {a.repeats} interleaved steps", flush=True)
-    (pt, tt), (pl, tl) = interleaved([pw, tw], "train", a.warmup, a.repeats)
-    pw.close(), tw.close()
+    header = (f"BiDAF train step: CMRC 2018 train windows, {a.batches} batches of {a.batch_size} cycled, "
+              f"configs/bidaf.yaml sizes, threads={a.threads}, torch LSTMs {a.torch_lstm}; paddle {{paddle}}, "
+              f"torch {{torch}}; median of {a.repeats} interleaved steps")
+    (pt, pl), (tt, tl) = paired_train(__file__, argv, a.warmup, a.repeats, header)
     med = statistics.median
     for name, ts, ls in (("paddle", pt, pl), ("torch ", tt, tl)):
         print(f"{name} train: {a.batch_size / med(ts):6.1f} windows/s (median {med(ts):.2f} s/step; "

@@ -20,7 +20,7 @@ import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from workers import Worker, interleaved, serve  # noqa: E402
+from workers import paired_train, run_worker, torch_train_step  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -110,39 +110,11 @@ def build_torch(vocab_size, num_tags):
     opt = torch.optim.Adam([{"params": [p for p in model.parameters() if id(p) not in crf]},
                             {"params": [model.trans, model.start, model.end], "lr": 2e-4}], lr=1e-3)
 
-    def train_step(batch):
-        ids, lengths, tags = (torch.from_numpy(x.astype("int64")) for x in batch)
-        model.train()
-        loss = model(ids, lengths, tags)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        opt.step()
-        return loss.item()
-
-    return train_step
+    return torch_train_step(model, opt, lambda batch: model(*(torch.from_numpy(x.astype("int64")) for x in batch)))
 
 
 def worker(a, side):
-    os.environ["OMP_NUM_THREADS"] = str(a.threads)
-    batches, vocab_size, num_tags = load_batches(a)
-    if side == "paddle":
-        import elmo_paddle  # noqa: F401
-        import paddle
-
-        from elmo_paddle.runtime import set_threads
-
-        paddle.set_device("cpu")
-        set_threads(a.threads)
-        version, step = paddle.__version__, build_paddle(vocab_size, num_tags)
-    else:
-        import torch
-
-        torch.set_num_threads(a.threads)
-        version, step = torch.__version__, build_torch(vocab_size, num_tags)
-    count = iter(range(10**9))
-    out, sys.stdout = sys.stdout, sys.stderr
-    serve(out, version, lambda cmd: step(batches[next(count) % len(batches)]))
+    run_worker(side, a.threads, lambda: load_batches(a), build_paddle, build_torch)
 
 
 def main(argv=None):
@@ -153,13 +125,10 @@ def main(argv=None):
     batches, vocab_size, num_tags = load_batches(a)
     sents = sum(len(b[1]) for b in batches) / len(batches)
     chars = sum(int(b[1].sum()) for b in batches) / len(batches)
-    pw = Worker(__file__, argv, "paddle")
-    tw = Worker(__file__, argv, "torch", {"OMP_WAIT_POLICY": "PASSIVE"})
-    print(f"LAC train step: PD1998 train, {len(batches)} batches cycled ({sents:.0f} sentences, {chars:.0f} "
-          f"characters per batch on average), vocab {vocab_size}, {num_tags} tags, threads={a.threads}; "
-          f"paddle {pw.version}, torch {tw.version}; median of {a.repeats} interleaved steps", flush=True)
-    (pt, tt), (pl, tl) = interleaved([pw, tw], "train", a.warmup, a.repeats)
-    pw.close(), tw.close()
+    header = (f"LAC train step: PD1998 train, {len(batches)} batches cycled ({sents:.0f} sentences, {chars:.0f} "
+              f"characters per batch on average), vocab {vocab_size}, {num_tags} tags, threads={a.threads}; "
+              f"paddle {{paddle}}, torch {{torch}}; median of {a.repeats} interleaved steps")
+    (pt, pl), (tt, tl) = paired_train(__file__, argv, a.warmup, a.repeats, header)
     med = statistics.median
     for name, ts, ls in (("paddle", pt, pl), ("torch ", tt, tl)):
         print(f"{name} train: {sents / med(ts):7.1f} sentences/s, {chars / med(ts):7.0f} chars/s "

@@ -27,6 +27,58 @@ def serve(out, ready: str, handle) -> None:
         out.flush()
 
 
+def run_worker(side: str, threads: int, load, build_paddle, build_torch) -> None:
+    """The worker of a paired train bench: `threads` for its framework, `load()` -> (batches, *sizes), the
+    side's `build_*(*sizes)` -> step function, then one step per request over the batches, cycled."""
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    batches, *sizes = load()
+    if side == "paddle":
+        import elmo_paddle  # noqa: F401  (sets MKL/OpenMP environment before paddle loads)
+        import paddle
+
+        from elmo_paddle.runtime import set_threads
+
+        paddle.set_device("cpu")
+        set_threads(threads)
+        version, step = paddle.__version__, build_paddle(*sizes)
+    else:
+        import torch
+
+        torch.set_num_threads(threads)
+        version, step = torch.__version__, build_torch(*sizes)
+    count = iter(range(10**9))
+    out, sys.stdout = sys.stdout, sys.stderr  # keep library chatter off the protocol channel
+    serve(out, version, lambda cmd: step(batches[next(count) % len(batches)]))
+
+
+def torch_train_step(model, opt, loss_of, clip: float = 5.0):
+    """A PyTorch train step (`loss_of(batch)`, gradients clipped to a global norm, as the paddle side's
+    `build_optimizer` does) returning the loss."""
+    import torch
+
+    def step(batch):
+        model.train()
+        loss = loss_of(batch)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        opt.step()
+        return loss.item()
+
+    return step
+
+
+def paired_train(script: str, argv: list, warmup: int, repeats: int, header: str):
+    """Start both workers of `script`, print `header` (its {paddle} and {torch} filled with the versions),
+    alternate train steps; returns ((paddle times, losses), (torch times, losses))."""
+    pw = Worker(script, argv, "paddle")
+    tw = Worker(script, argv, "torch", {"OMP_WAIT_POLICY": "PASSIVE"})
+    print(header.format(paddle=pw.version, torch=tw.version), flush=True)
+    (pt, tt), (pl, tl) = interleaved([pw, tw], "train", warmup, repeats)
+    pw.close(), tw.close()
+    return (pt, pl), (tt, tl)
+
+
 class Worker:
     """A bench script run as `SCRIPT --worker SIDE ARGV...`: it prints `ready VERSION`, then answers each
     command line with `SECONDS VALUE`."""
