@@ -104,15 +104,16 @@ class _Fit:
         self.bar: Any = None
 
     # ------------------------------------------------------------ resume
+    # what a checkpoint's fit_state.json holds, besides the fingerprint
+    STATE_KEYS = ("step", "epoch", "batch_in_epoch", "best", "best_step", "evals_since_best", "history",
+                  "train_seconds", "stopped_early")
+
     def state(self) -> dict[str, Any]:
-        keys = ("step", "epoch", "batch_in_epoch", "best", "best_step", "evals_since_best", "history",
-                "train_seconds", "stopped_early")
-        return {**{k: getattr(self, k) for k in keys}, "fingerprint": self.cfg.fingerprint or {}}
+        return {**{k: getattr(self, k) for k in self.STATE_KEYS}, "fingerprint": self.cfg.fingerprint or {}}
 
     def resume_from(self, path: Path) -> None:
         st = fit_checkpoint.restore(path, self.model, self.optimizer, self.cfg.fingerprint or {})
-        for k in ("step", "epoch", "batch_in_epoch", "best", "best_step", "evals_since_best", "history",
-                  "train_seconds", "stopped_early"):
+        for k in self.STATE_KEYS:
             setattr(self, k, st[k])
         print(f"resumed from {path} at step {self.step} (epoch {self.epoch}, batch {self.batch_in_epoch})")
 
