@@ -88,6 +88,7 @@ def check_pipeline_config(cfg: PipelineConfig) -> None:
             validate.non_negative_int(f"{task}.seeds", seed)
         validate.non_negative_float(f"{task}.est_minutes", t.est_minutes)
     validate.non_negative_float("elmo.est_minutes", cfg.elmo.est_minutes)
+    validate.positive_int("jobs", cfg.jobs)
     validate.output_dir("runs_dir", cfg.runs_dir, create=False)
 
 
