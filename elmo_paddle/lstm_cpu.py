@@ -16,6 +16,7 @@ else, or `ELMO_PADDLE_PACKED_GEMM=0`, uses lstm.py's paddle loop; the results ag
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 from pathlib import Path
 
@@ -332,8 +333,11 @@ def _omp_if_bf16():
     """paddle's libiomp5 when the bf16 path is on (its per-thread OpenMP setting), else None."""
     from .bf16_gemm import available
 
-    if not available():
-        return None
+    return _libiomp5() if available() else None
+
+
+@functools.lru_cache(maxsize=1)
+def _libiomp5():
     import paddle
 
     return ctypes.CDLL(str(Path(paddle.__file__).parent / "libs" / "libiomp5.so"))
