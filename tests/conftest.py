@@ -13,6 +13,16 @@ import elmo_paddle  # noqa: F401  (sets MKL env vars before paddle loads)
 _PD_RAW = "lm_raw_zh/pd1998_train_raw.txt.gz"
 
 
+@pytest.fixture(autouse=True)
+def _float32_unless_asked(monkeypatch):
+    """The suite checks float32 numerics: a user's ELMO_PADDLE_BF16=1 must not reach it (tests/test_bf16_gemm.py
+    turns the bf16 path on where it tests it)."""
+    import elmo_paddle.bf16_gemm as bf16_gemm
+
+    monkeypatch.delenv("ELMO_PADDLE_BF16", raising=False)
+    monkeypatch.setattr(bf16_gemm, "_state", {})
+
+
 def _fixture_lines(n: int = 400) -> list[str]:
     """Real text from the data dir when present, else deterministic synthetic 'sentences'."""
     from elmo_paddle.data_dir import resolve_data_dir
