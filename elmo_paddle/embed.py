@@ -168,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     token_lists = sentences_to_token_lists(sentences, emb.vocab.unit)
     print(plan_work(token_lists, args, emb.num_layers, emb.output_dim, args.input), file=sys.stderr)
     quiet = logging.getLogger("elmo_paddle.embedder")
-    level, _ = quiet.level, quiet.setLevel(logging.ERROR)  # its chunk count: warned above, line by line
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # its chunk count: warned above, line by line
     try:
         arrays = emb.embed_sentences(token_lists, batch_size=args.batch_size, progress=not args.no_progress)
     finally:

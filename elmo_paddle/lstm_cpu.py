@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .bf16_gemm import Bf16Matrix, available as bf16_available
+
 _ROW_MAJOR, _NO_TRANS, _TRANS, _A_MATRIX, _PACKED = 101, 111, 112, 161, 151
 _VML_LA = 0x1  # VML's "low accuracy" mode: still within a few ulp of float32, faster than the default
 _lib = None  # loaded on first use; False when unavailable
@@ -164,7 +166,7 @@ class PackedLstmp:
         self.w_ih, self.w_hh, self.bias, self.w_proj = w_ih, w_hh, bias.reshape(2, -1, 1), w_proj
         scale = np.concatenate([np.full(3 * H, 0.5), np.ones(H)]).astype("float32")[:, None]
         # bf16: the GEMMs with a weight matrix on AMX (`bf16_gemm`, opt-in); weight gradients stay float32
-        matrix = self.matrix = _bf16_matrix if bf16 else _PackedMatrix
+        matrix = self.matrix = Bf16Matrix if bf16 else _PackedMatrix
         self.gates = [matrix(np.concatenate([w_ih[d], bias[d].reshape(-1, 1), w_hh[d]], axis=1) * scale)
                       for d in range(2)]
         self.proj = [matrix(w_proj[d]) for d in range(2)]
@@ -279,12 +281,6 @@ class PackedLstmp:
             _gemm(dp, cache.m[t], dw_proj, trans_b=True, beta=1.0)
 
 
-def _bf16_matrix(a: np.ndarray):
-    from .bf16_gemm import Bf16Matrix
-
-    return Bf16Matrix(a)
-
-
 def _gemm(a: np.ndarray, b: np.ndarray, c: np.ndarray, trans_b: bool = False, beta: float = 0.0) -> None:
     """`c = a @ op(b) + beta * c` with MKL's sgemm on C-contiguous float32 arrays (MKL, not numpy's BLAS: it obeys
     the per-thread MKL setting that keeps the two direction threads from oversubscribing the cores)."""
@@ -331,9 +327,7 @@ def _single_mkl_thread(run, d: int) -> None:
 
 def _omp_if_bf16():
     """paddle's libiomp5 when the bf16 path is on (its per-thread OpenMP setting), else None."""
-    from .bf16_gemm import available
-
-    return _libiomp5() if available() else None
+    return _libiomp5() if bf16_available() else None
 
 
 @functools.lru_cache(maxsize=1)

@@ -28,7 +28,7 @@ from elmo_paddle.errors import UserError, cli
 from elmo_paddle.runtime import to_tensors
 from elmo_paddle.vocab import TokenIds
 from tasks.common.checks import check_task_config
-from tasks.common.run import (build_optimizer, check_train_fraction, fit_fingerprint, load_run_config, run_parser,
+from tasks.common.run import (build_optimizer, fit_fingerprint, load_run_config, run_parser,
                               seed_everything, write_metrics)
 
 from . import checkpoint
@@ -98,7 +98,6 @@ def configure(argv: Sequence[str] | None) -> tuple[BidafConfig, str | None]:
     cfg = load_run_config(BidafConfig, args)
     if cfg.dataset not in ("cmrc2018", "dureader"):
         raise UserError(f"dataset must be cmrc2018 or dureader, got {cfg.dataset!r}")
-    check_train_fraction(cfg.train_fraction)
     check_task_config(cfg, sizes=("max_context_len", "doc_stride", "max_question_len", "max_answer_len",
                                   "eval_batch_size", "hidden", "char_dim", "word_dim", "word_min_count",
                                   "word_max_size"))

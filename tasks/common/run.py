@@ -69,12 +69,6 @@ def fit_fingerprint(cfg: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in cfg.items() if k not in RESUMABLE_CHANGES}
 
 
-def check_train_fraction(fraction: float) -> None:
-    from elmo_paddle.validate import fraction as check_fraction
-
-    check_fraction("train_fraction", fraction)
-
-
 def seed_everything(seed: int) -> None:
     """Seed python's `random`, numpy and paddle, in that order (the order every reported run used)."""
     import numpy as np

@@ -2,7 +2,7 @@
 
 Why: autograd through the forward algorithm records ~6 ops per time step and replays them backwards one
 step at a time; on CPU that backward took 18x the forward (0.30 s vs 0.017 s for a batch of 32 x 60
-characters and 82 tags, /tmp-style profile in RESULTS.md section 3) and made the CRF cost more than the
+characters and 82 tags, one core; RESULTS.md section 3) and made the CRF cost more than the
 two BiGRU layers.  The gradient of log Z is known in closed form: the tag marginals from the
 forward-backward algorithm.  So one pass computes alpha and beta in numpy and returns
 

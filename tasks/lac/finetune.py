@@ -22,7 +22,7 @@ from elmo_paddle.errors import UserError, cli
 from elmo_paddle.runtime import set_threads
 from elmo_paddle.vocab import TokenIds
 from tasks.common.checks import check_task_config
-from tasks.common.run import (COMMON_FLAGS, build_optimizer, check_train_fraction, fit_fingerprint, load_run_config,
+from tasks.common.run import (COMMON_FLAGS, build_optimizer, fit_fingerprint, load_run_config,
                               run_parser, seed_everything, write_metrics)
 
 from .data import DATASETS, Example, Rejects, load_dataset, split_long, subsample
@@ -94,7 +94,6 @@ def configure(argv: list[str] | None) -> LacConfig:
     cfg = load_run_config(LacConfig, ns, FLAGS)
     if cfg.dataset not in DATASETS:
         raise UserError(f"unknown dataset {cfg.dataset!r}; choose one of {', '.join(DATASETS)}")
-    check_train_fraction(cfg.train_fraction)
     check_lac_config(cfg)
     if cfg.overfit:
         cfg.dropout = cfg.overfit_dropout
