@@ -126,6 +126,14 @@ def _primitive(m: int, k: int, n: int) -> _Primitive:
     return prim
 
 
+def matmul(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> None:
+    """`c[M, N] = a[M, K] @ b[K, N]`, with `a` and `b` bfloat16 bits (`to_bf16`) and `c` float32, all C-contiguous."""
+    (m, k), n = a.shape, b.shape[1]
+    assert a.dtype == b.dtype == np.uint16 and c.dtype == np.float32 and b.shape[0] == k and c.shape == (m, n)
+    assert a.flags.c_contiguous and b.flags.c_contiguous and c.flags.c_contiguous
+    _primitive(m, k, n)(a, b, c)
+
+
 class Bf16Matrix:
     """`A [M, K]` rounded to bf16 once; `c[M, N] = A @ b[K, N]` per call (b rounded to bf16, float32 sums).
 

@@ -63,12 +63,32 @@ def test_frozen_bilm_in_bf16_is_close_to_float32(bf16_on, monkeypatch):
     assert 0 < diff < 2e-2  # different (bf16 ran), and close
 
 
-def test_bf16_training_kernel_gradients_are_close_to_float32(bf16_on):
+@pytest.mark.parametrize("bf16", [False, True])
+def test_step_outer_sum_adds_every_step_once(bf16_on, monkeypatch, bf16):
+    """The weight gradients' sum over steps: full chunks, a partial last chunk, and the float32 rank-B path."""
+    from elmo_paddle import lstm_cpu
+
+    monkeypatch.setattr(lstm_cpu._StepOuterSum, "K_TARGET", 28)  # 4 steps of B = 7 per GEMM: 19 = 4 * 4 + 3
+    rng = np.random.default_rng(2)
+    a = rng.normal(size=(19, 33, 7)).astype(np.float32)
+    b = rng.normal(size=(19, 12, 7)).astype(np.float32)
+    dw = np.full((33, 12), 0.5, dtype=np.float32)  # added to, not overwritten
+    acc = lstm_cpu._StepOuterSum(dw, 7, bf16)
+    for t in range(19):
+        acc.add(a[t], b[t])
+    acc.flush()
+    up = (lambda x: (bf16_gemm.to_bf16(x).astype(np.uint32) << 16).view(np.float32)) if bf16 else (lambda x: x)
+    want = 0.5 + np.einsum("tmb,tnb->mn", up(a).astype(np.float64), up(b).astype(np.float64))
+    np.testing.assert_allclose(dw, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("T,B", [(6, 5), (20, 64)])  # one partial chunk; two full chunks of 8 steps and a partial
+def test_bf16_training_kernel_gradients_are_close_to_float32(bf16_on, T, B):
     """The training kernel in bf16: outputs and every gradient within bf16 rounding of the float32 kernel."""
     from elmo_paddle.lstm_cpu import PackedLstmp
 
     rng = np.random.default_rng(1)
-    T, D, H, P, B = 6, 16, 32, 8, 5
+    D, H, P = 16, 32, 8
     w = [rng.normal(scale=0.3, size=s).astype(np.float32) for s in ((2, 4 * H, D), (2, 4 * H, P), (2, 4 * H), (2, P, H))]
     x = rng.normal(size=(T, 2, D, B)).astype(np.float32)
     dout = rng.normal(size=(T, 2, P, B)).astype(np.float32)
