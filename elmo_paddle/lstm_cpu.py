@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .bf16_gemm import Bf16Matrix, available as bf16_available, matmul as bf16_matmul, to_bf16
+from .bf16_gemm import Bf16Matrix, available as bf16_available, matmul as bf16_matmul, round_into
 
 _ROW_MAJOR, _NO_TRANS, _TRANS, _A_MATRIX, _PACKED = 101, 111, 112, 161, 151
 _VML_LA = 0x1  # VML's "low accuracy" mode: still within a few ulp of float32, faster than the default
@@ -289,7 +289,7 @@ class _StepOuterSum:
     """`dw += sum_t a_t @ b_t^T` over the steps of BPTT (`a_t [M, B]`, `b_t [N, B]`), the weight gradients.
 
     float32: a rank-B update per step (MKL's sgemm).  bf16: the steps are gathered side by side, rounded
-    (`to_bf16`), into `[M, K]` and `[K, N]` with K ~ 512, and each full chunk is one AMX GEMM
+    (`round_into`), into `[M, K]` and `[K, N]` with K ~ 512, and each full chunk is one AMX GEMM
     (`bf16_gemm.matmul`) added to the float32 `dw`.  Why the two: one layer's backward at hidden 1024,
     projection 256, B=64, T=32 on one core took 373 -> 255 ms in bf16 with gathering (101 vs 118 ms at
     elmo_small's sizes), while gathering in float32 gained nothing (504-567 vs 511 ms: the copies cost
@@ -309,11 +309,11 @@ class _StepOuterSum:
 
     def add(self, a_t: np.ndarray, b_t: np.ndarray) -> None:
         if not self.bf16:
-            _gemm(a_t, b_t, self.dw, trans_b=True, beta=1.0)
+            gemm(a_t, b_t, self.dw, trans_b=True, beta=1.0)
             return
         cols = slice(self.j * self.B, (self.j + 1) * self.B)
-        to_bf16(a_t, out=self.a[:, cols])
-        to_bf16(b_t.T, out=self.bt[cols])
+        round_into(a_t, self.a[:, cols])
+        round_into(b_t.T, self.bt[cols])
         self.j += 1
         if self.j == self.chunk:
             self.flush()
@@ -328,14 +328,15 @@ class _StepOuterSum:
         self.j = 0
 
 
-def _gemm(a: np.ndarray, b: np.ndarray, c: np.ndarray, trans_b: bool = False, beta: float = 0.0) -> None:
-    """`c = a @ op(b) + beta * c` with MKL's sgemm on C-contiguous float32 arrays (MKL, not numpy's BLAS: it obeys
-    the per-thread MKL setting that keeps the two direction threads from oversubscribing the cores)."""
+def gemm(a: np.ndarray, b: np.ndarray, c: np.ndarray, trans_b: bool = False, beta: float = 0.0,
+         trans_a: bool = False) -> None:
+    """`c = op(a) @ op(b) + beta * c` with MKL's sgemm on C-contiguous float32 arrays (MKL, not numpy's BLAS: it
+    obeys the per-thread MKL setting that keeps the two direction threads from oversubscribing the cores)."""
     M, N = c.shape
-    K = a.shape[1]
+    K = a.shape[0] if trans_a else a.shape[1]
     assert a.flags.c_contiguous and b.flags.c_contiguous and c.flags.c_contiguous
     assert a.dtype == b.dtype == c.dtype == np.float32
-    _mkl().cblas_sgemm(_ROW_MAJOR, _NO_TRANS, _TRANS if trans_b else _NO_TRANS, M, N, K,
+    _mkl().cblas_sgemm(_ROW_MAJOR, _TRANS if trans_a else _NO_TRANS, _TRANS if trans_b else _NO_TRANS, M, N, K,
                        1.0, a.ctypes.data, a.shape[1], b.ctypes.data, b.shape[1], beta, c.ctypes.data, N)
 
 

@@ -12,6 +12,8 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
+from . import softmax_cpu
+
 
 def full_softmax_nll(h: paddle.Tensor, weight: paddle.Tensor, bias: paddle.Tensor,
                      targets: paddle.Tensor) -> paddle.Tensor:
@@ -52,14 +54,25 @@ def sampled_softmax_nll(h: paddle.Tensor, weight: paddle.Tensor, bias: paddle.Te
     """Sampled-softmax NLL (Jean et al. 2015) with the log-Q correction and accidental hits removed.
 
     Samples `num_samples` classes shared by the whole batch, as bilm-tf does, so the cost is
-    [N, P] x [P, S] instead of [N, P] x [P, V].
+    [N, P] x [P, S] instead of [N, P] x [P, V].  On a CPU build with MKL the loss runs in
+    `softmax_cpu.SampledNll` (same samples and arithmetic, fewer passes over the logits), elsewhere in
+    `sampled_logits_nll`.
     """
     sampled = sampler.sample(num_samples)  # [S]
-    w_true = paddle.gather(weight, targets)  # [N, P]
-    b_true = paddle.gather(bias, targets)
     # expected count of a class among S draws with replacement: S * q
     logq_true = sampler.log_q(targets) + math.log(num_samples)
     logq_samp = sampler.log_q(sampled) + math.log(num_samples)
+    if softmax_cpu.applies(h):
+        return softmax_cpu.SampledNll.apply(h, weight, bias, targets.numpy(), sampled.numpy(),
+                                            logq_true.numpy(), logq_samp.numpy())
+    return sampled_logits_nll(h, weight, bias, targets, sampled, logq_true, logq_samp)
+
+
+def sampled_logits_nll(h: paddle.Tensor, weight: paddle.Tensor, bias: paddle.Tensor, targets: paddle.Tensor,
+                       sampled: paddle.Tensor, logq_true: paddle.Tensor, logq_samp: paddle.Tensor) -> paddle.Tensor:
+    """The reference: per-token NLL of the true class against the `sampled` ones (paddle ops, any device)."""
+    w_true = paddle.gather(weight, targets)  # [N, P]
+    b_true = paddle.gather(bias, targets)
     true_logit = (h * w_true).sum(-1) + b_true - logq_true  # [N]
     samp_logit = paddle.matmul(h, paddle.gather(weight, sampled), transpose_y=True)
     samp_logit = samp_logit + paddle.gather(bias, sampled) - logq_samp  # [N, S]

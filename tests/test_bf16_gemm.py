@@ -34,6 +34,21 @@ def test_rounding_to_bf16_is_to_nearest_even():
     assert abs(back[4] - 1e-30) / 1e-30 < 2**-8
 
 
+def test_round_into_equals_the_numpy_rounding_on_views(bf16_on):
+    """oneDNN's reorder (`round_into`) against `to_bf16`: ties to even, signs, tiny and huge values, into
+    and from strided views (a transpose, a column block), as the training kernel uses it."""
+    rng = np.random.default_rng(3)
+    a = (rng.normal(size=(37, 20)) * np.exp(rng.normal(scale=8, size=(37, 20)))).astype(np.float32)
+    a[0, :4] = [1.0 + 2**-8, 1.0 + 3 * 2**-8, -(1.0 + 2**-8), np.inf]
+    want = bf16_gemm.to_bf16(a)
+    np.testing.assert_array_equal(bf16_gemm.round_into(a, np.empty((37, 20), np.uint16)), want)
+    np.testing.assert_array_equal(bf16_gemm.round_into(a.T, np.empty((20, 37), np.uint16)), want.T)
+    block = np.zeros((37, 50), np.uint16)
+    bf16_gemm.round_into(a, block[:, 10:30])
+    np.testing.assert_array_equal(block[:, 10:30], want)
+    assert not block[:, :10].any() and not block[:, 30:].any()  # nothing written outside the view
+
+
 @pytest.mark.parametrize("shape", [(64, 257, 32), (512, 128, 7), (5, 3, 1)])
 def test_bf16_matrix_matches_the_product_of_the_rounded_inputs(bf16_on, shape):
     m, k, n = shape

@@ -2,7 +2,20 @@ import numpy as np
 import paddle
 
 import elmo_paddle  # noqa: F401
-from elmo_paddle import softmax as sm
+import pytest
+
+from elmo_paddle import softmax as sm, softmax_cpu
+
+KERNEL_HERE = softmax_cpu.applies(paddle.zeros([1], dtype="float32"))
+PATHS = ["reference", pytest.param("kernel", marks=pytest.mark.skipif(not KERNEL_HERE, reason="no MKL kernel"))]
+
+
+@pytest.fixture
+def path(request, monkeypatch):
+    """Run a test on the paddle-op reference (`sampled_logits_nll`) or on the numpy kernel (`SampledNll`)."""
+    if request.param == "reference":
+        monkeypatch.setattr(softmax_cpu, "applies", lambda h: False)
+    return request.param
 
 
 def _setup(V=50, P=8, N=64, seed=0):
@@ -51,7 +64,8 @@ def test_training_with_sampled_softmax_fits_like_full_softmax():
     assert result["sampled"] < result["full"] + 0.15 * (start - result["full"]), result
 
 
-def test_sampled_head_never_builds_full_logits(monkeypatch):
+@pytest.mark.parametrize("path", PATHS, indirect=True)
+def test_sampled_head_never_builds_full_logits(monkeypatch, path):
     V, S = 200_000, 32
     h, _, _, _ = _setup(V=10)
     w = paddle.zeros([V, 8])
@@ -65,7 +79,13 @@ def test_sampled_head_never_builds_full_logits(monkeypatch):
         shapes.append(list(out.shape))
         return out
 
+    def gemm_spy(a, b, c, *args, **kw):
+        shapes.append(list(c.shape))
+        return real_gemm(a, b, c, *args, **kw)
+
+    real_gemm = softmax_cpu.gemm
     monkeypatch.setattr(sm.paddle, "matmul", spy)
+    monkeypatch.setattr(softmax_cpu, "gemm", gemm_spy)
     nll = sm.sampled_softmax_nll(h, w, b, t, sm.LogUniformSampler(V), S)
     assert list(nll.shape) == [64]
     assert shapes and all(s[-1] <= S for s in shapes), shapes  # [N, S], never [N, V]
@@ -110,7 +130,8 @@ class _FixedSampler(sm.LogUniformSampler):
         return paddle.to_tensor(self.ids)
 
 
-def test_sampled_softmax_nll_matches_numpy_with_log_q_and_accidental_hits():
+@pytest.mark.parametrize("path", PATHS, indirect=True)
+def test_sampled_softmax_nll_matches_numpy_with_log_q_and_accidental_hits(path):
     """With fixed sampled ids: every logit minus log(S q(id)) (the log-Q correction), sampled columns equal to a
     row's target removed (accidental hits), then logsumexp - true logit.  Ids 3 and 7 are sampled and are
     targets of some rows, so both corrections are exercised (a duplicate id 5 too)."""
@@ -130,6 +151,38 @@ def test_sampled_softmax_nll_matches_numpy_with_log_q_and_accidental_hits():
     assert np.abs(no_mask - ref).max() > 1e-2
     no_logq = (H * W[t]).sum(1) + B[t]
     assert np.abs(_np_logsumexp(np.concatenate([no_logq[:, None], samp], 1)) - no_logq - ref).max() > 1e-2
+
+
+@pytest.mark.skipif(not KERNEL_HERE, reason="no MKL kernel")
+@pytest.mark.parametrize("frozen", ["", "weight", "h"])
+def test_sampled_kernel_values_and_gradients_equal_the_reference(frozen):
+    """`SampledNll` against `sampled_logits_nll` on the same ids (hits, a repeated sample, a repeated target)
+    and a non-uniform upstream gradient: the NLL and the gradients of h, weight and bias; frozen inputs get
+    none."""
+    V, S = 40, 9
+    h0, w0, b0, _ = _setup(V=V, P=6, N=12, seed=3)
+    t = paddle.to_tensor(np.array([3, 7, 10, 3, 1, 39, 7, 20, 5, 5, 2, 11]))
+    ids = paddle.to_tensor(np.array([3, 7, 5, 5, 30, 2, 1, 17, 39]))
+    sampler = sm.LogUniformSampler(V)
+    lq_t, lq_s = sampler.log_q(t) + np.log(S), sampler.log_q(ids) + np.log(S)
+    g = paddle.to_tensor(np.linspace(0.5, 2.0, 12).astype("float32"))
+    res = {}
+    for name in ("reference", "kernel"):
+        h, w, b = (paddle.to_tensor(a.numpy(), stop_gradient=(n == frozen))
+                   for n, a in (("h", h0), ("weight", w0), ("bias", b0)))
+        if name == "reference":
+            nll = sm.sampled_logits_nll(h, w, b, t, ids, lq_t, lq_s)
+        else:
+            nll = softmax_cpu.SampledNll.apply(h, w, b, t.numpy(), ids.numpy(), lq_t.numpy(), lq_s.numpy())
+        (nll * g).sum().backward()
+        res[name] = [nll.numpy()] + [None if v.grad is None else v.grad.numpy() for v in (h, w, b)]
+    for what, a, k in zip(("nll", "dh", "dweight", "dbias"), res["reference"], res["kernel"]):
+        if a is None:
+            assert k is None, what
+            continue
+        assert np.abs(a).max() > 0, what
+        np.testing.assert_allclose(k, a, rtol=1e-5, atol=1e-5 * np.abs(a).max(), err_msg=what)
+    assert (res["kernel"][1] is None) == (frozen == "h") and (res["kernel"][2] is None) == (frozen == "weight")
 
 
 def test_log_uniform_sampler_follows_its_distribution():
