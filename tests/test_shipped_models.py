@@ -5,6 +5,7 @@ import sys
 
 import numpy as np
 import paddle
+import pytest
 
 import elmo_paddle  # noqa: F401  (env before paddle)
 from elmo_paddle import checkpoint as ckpt
@@ -49,17 +50,16 @@ def test_cli_takes_the_name():
     assert '"ppl_fwd"' in r.stdout
 
 
-def test_shipped_tagger_reproduces_its_model_card():
-    """lac-pd1998 tags by name, and its card's predict-path segmentation F1 is what the model gives."""
+@pytest.mark.parametrize("name", ["lac-pd1998", "lac-pd1998-elmo"])
+def test_shipped_tagger_reproduces_its_model_card(name):
+    """A shipped tagger tags by name, and its card's predict-path segmentation F1 is what the model gives."""
     import re
-
-    import pytest
 
     from elmo_paddle.data_dir import resolve_data_dir
 
-    folder = PRETRAINED_DIR / "lac-pd1998"
-    assert "lac-pd1998" in shipped_models() and (folder / "MODEL_CARD.md").is_file()
-    r = subprocess.run([sys.executable, "-m", "tasks.lac.predict", "--model", "lac-pd1998"], input="我们今天去北京开会了。\n",
+    folder = PRETRAINED_DIR / name
+    assert name in shipped_models() and (folder / "MODEL_CARD.md").is_file()
+    r = subprocess.run([sys.executable, "-m", "tasks.lac.predict", "--model", name], input="我们今天去北京开会了。\n",
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and r.stdout.strip().split()[3] == "北京/LOC", (r.stdout, r.stderr[-500:])
     data = resolve_data_dir()
@@ -67,7 +67,7 @@ def test_shipped_tagger_reproduces_its_model_card():
         pytest.skip("needs the data sets for the card's test score")
     card = (folder / "MODEL_CARD.md").read_text(encoding="utf-8")
     want = float(re.search(r"`pd_lac` \(PER names merged, as trained\) seg F1 \*\*([\d.]+)\*\*", card).group(1))
-    r = subprocess.run([sys.executable, "-m", "tasks.lac.score_seg", "--system", "lac-pd1998"],
+    r = subprocess.run([sys.executable, "-m", "tasks.lac.score_seg", "--system", name],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-500:]
     import json

@@ -19,6 +19,8 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
+from elmo_paddle.recurrent import bidirectional_rnn, run_padded
+
 NEG = -1e30  # masked logits: exp() underflows to exactly 0, while staying finite (no inf - inf = NaN)
 
 
@@ -63,12 +65,10 @@ class BiLSTM(nn.Layer):
     def __init__(self, in_dim: int, hidden: int, layers: int, dropout: float):
         super().__init__()
         self.drop = nn.Dropout(dropout)
-        self.rnn = nn.LSTM(in_dim, hidden, num_layers=layers, direction="bidirect",
-                           dropout=dropout if layers > 1 else 0.0)
+        self.rnn = bidirectional_rnn("lstm", in_dim, hidden, layers, dropout)
 
     def forward(self, x: paddle.Tensor, lens: paddle.Tensor) -> paddle.Tensor:
-        out, _ = self.rnn(self.drop(x), sequence_length=lens.astype("int32"))
-        return out
+        return run_padded(self.rnn, self.drop(x), lens)
 
 
 def masked_softmax(x: paddle.Tensor, mask: paddle.Tensor, axis: int) -> paddle.Tensor:

@@ -15,6 +15,8 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 
+from elmo_paddle.recurrent import bidirectional_rnn, run_padded
+
 
 class ElmoLike(Protocol):
     """The part of `elmo_paddle.elmo.Elmo` the tagger uses (a fake with this shape is used in tests)."""
@@ -123,8 +125,7 @@ class LacTagger(nn.Layer):
         self.elmo = elmo
         self.elmo_at_output = bool(elmo is not None and elmo_at_output)
         elmo_dim = elmo.output_dim if elmo is not None else 0
-        self.gru = nn.GRU(emb_dim + elmo_dim, hidden_dim, num_layers=num_layers, direction="bidirect",
-                          dropout=dropout if num_layers > 1 else 0.0)
+        self.gru = bidirectional_rnn("gru", emb_dim + elmo_dim, hidden_dim, num_layers, dropout)
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(2 * hidden_dim + (elmo_dim if self.elmo_at_output else 0), num_tags)
         self.crf = CRF(num_tags, lr=crf_lr)
@@ -148,7 +149,7 @@ class LacTagger(nn.Layer):
             reps = [r[:, :x.shape[1]] for r in reps]  # in case batch_to_ids pads differently
             x = paddle.concat([x, reps[0]], axis=-1)
         x = self.dropout(x)
-        h, _ = self.gru(x, sequence_length=lengths.astype("int64"))
+        h = run_padded(self.gru, x, lengths)
         if self.elmo_at_output:
             h = paddle.concat([h, reps[-1]], axis=-1)
         return self.fc(self.dropout(h))
