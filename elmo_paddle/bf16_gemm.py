@@ -9,8 +9,8 @@ calls its matmul primitive through ctypes: bf16 inputs, float32 accumulation and
 Numerics: each input is rounded to bf16 (8 significant bits), products are summed in float32; ELMo layers
 then differ from the float32 path by ~0.4% (max, relative; tests/test_bf16_gemm.py).  So it is opt-in:
 `ELMO_PADDLE_BF16=1` runs the biLM's recurrent GEMMs in bf16, at inference (embedding, ELMo layers for task
-models, perplexity) and in pretraining (the forward and the input/state gradients; the weight gradients
-and the master weights stay float32, as in mixed-precision training).  Without AMX or without oneDNN the
+models, perplexity) and in pretraining (the forward, the input/state gradients and the weight gradients'
+GEMMs; the gradients are summed and the master weights kept in float32, as in mixed-precision training).  Without AMX or without oneDNN the
 setting is ignored (`available()` is False).
 """
 from __future__ import annotations
@@ -155,7 +155,7 @@ def round_into(a: np.ndarray, out: np.ndarray) -> np.ndarray:
     if a.ndim != 2 or a.dtype != np.float32 or out.dtype != np.uint16 or a.shape != out.shape or 0 in a.shape:
         return to_bf16(a, out=out)
     s_a, s_o = tuple(v // 4 for v in a.strides), tuple(v // 2 for v in out.strides)
-    if min(s_a + s_o) < 0:
+    if min(s_a + s_o) <= 0:  # reversed or broadcast views: numpy's rounding
         return to_bf16(a, out=out)
     _cached(_Reorder, a.shape, s_a, s_o)(a, out)
     return out

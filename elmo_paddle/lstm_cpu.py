@@ -165,7 +165,8 @@ class PackedLstmp:
         self.cell_clip, self.proj_clip = cell_clip, proj_clip
         self.w_ih, self.w_hh, self.bias, self.w_proj = w_ih, w_hh, bias.reshape(2, -1, 1), w_proj
         scale = np.concatenate([np.full(3 * H, 0.5), np.ones(H)]).astype("float32")[:, None]
-        # bf16: the GEMMs with a weight matrix on AMX (`bf16_gemm`, opt-in); weight gradients stay float32
+        # bf16: the GEMMs with a weight matrix on AMX (`bf16_gemm`, opt-in); the weight gradients' GEMMs too
+        # (`_StepOuterSum`), summed into float32
         self.bf16 = bf16
         matrix = self.matrix = Bf16Matrix if bf16 else _PackedMatrix
         self.gates = [matrix(np.concatenate([w_ih[d], bias[d].reshape(-1, 1), w_hh[d]], axis=1) * scale)
