@@ -97,9 +97,21 @@ def test_step_outer_sum_adds_every_step_once(bf16_on, monkeypatch, bf16):
     np.testing.assert_allclose(dw, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
 
 
-@pytest.mark.parametrize("T,B", [(6, 5), (20, 64)])  # one partial chunk; two full chunks of 8 steps and a partial
-def test_bf16_training_kernel_gradients_are_close_to_float32(bf16_on, T, B):
-    """The training kernel in bf16: outputs and every gradient within bf16 rounding of the float32 kernel."""
+@pytest.mark.parametrize("T,B,threads", [(6, 5, 1), (20, 64, 1), (20, 64, 2)])  # chunks: one partial; 2 full + 1
+def test_bf16_training_kernel_gradients_are_close_to_float32(bf16_on, T, B, threads):
+    """The training kernel in bf16: outputs and every gradient within bf16 rounding of the float32 kernel
+    (2 threads: one direction per thread, each with its own oneDNN primitives, as pretraining runs it)."""
+    from elmo_paddle.lstm_cpu import PackedLstmp, _mkl
+
+    before = _mkl().MKL_Get_Max_Threads()
+    paddle.base.core.set_num_threads(threads)
+    try:
+        _compare_bf16_kernel(T, B)
+    finally:
+        paddle.base.core.set_num_threads(before)
+
+
+def _compare_bf16_kernel(T: int, B: int) -> None:
     from elmo_paddle.lstm_cpu import PackedLstmp
 
     rng = np.random.default_rng(1)
