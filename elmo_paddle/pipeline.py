@@ -5,7 +5,8 @@ fraction and seed -> `tasks.compare` table and plots.  Every step is a subproces
 command a user would type (printed before it runs).  The task runs do not depend on each other: `jobs` of
 them run side by side, one CPU thread each, longest first (on 2 cores the demo's four runs took 17:10 of wall
 time for 968 CPU-seconds when run one after another, leaving a core idle); their output goes to
-`RUNS/logs/<step>.log`.  Finished steps are skipped, so the command is
+`RUNS/logs/<step>.log`.  `threads` sets each run's threads instead (`jobs=1 threads=1`: one run after another on
+one core, the other core left to a second job).  Finished steps are skipped, so the command is
 idempotent and resumable: pretraining and a task run that died resume from their last checkpoints.
 """
 from __future__ import annotations
@@ -52,6 +53,7 @@ class PipelineConfig:
     runs_dir: str = "runs"
     data_dir: str | None = None
     jobs: int = 2  # task runs side by side (one thread each); 1: one after another, with paddle's own threads
+    threads: int = 0  # CPU threads of each task run; 0: 1 when runs go side by side (jobs > 1), else the task's own
 
 
 @dataclass
@@ -89,11 +91,18 @@ def check_pipeline_config(cfg: PipelineConfig) -> None:
         validate.non_negative_float(f"{task}.est_minutes", t.est_minutes)
     validate.non_negative_float("elmo.est_minutes", cfg.elmo.est_minutes)
     validate.positive_int("jobs", cfg.jobs)
+    validate.non_negative_int("threads", cfg.threads)
     validate.output_dir("runs_dir", cfg.runs_dir, create=False)
 
 
+def run_threads(cfg: PipelineConfig) -> int:
+    """Threads of each task run: `threads`, else 1 when runs go side by side, else 0 (the task's default)."""
+    return cfg.threads or (1 if cfg.jobs > 1 else 0)
+
+
 def plan(cfg: PipelineConfig) -> list[Step]:
-    """The ordered steps of the pipeline, each with its command and completion marker."""
+    """The ordered steps of the pipeline, each with its command and completion marker (a task run's thread
+    count is in its command: LAC's `threads` key; the runs also get OMP_NUM_THREADS, see `_env`)."""
     py = sys.executable
     data = ["--data-dir", cfg.data_dir] if cfg.data_dir else []
     steps, elmo_model = _elmo_step(cfg, py, data)
@@ -113,37 +122,39 @@ def plan(cfg: PipelineConfig) -> list[Step]:
                     cmd += [f"runs_dir={Path(cfg.runs_dir) / task}", *map(str, t.overrides)]
                     if variant == "elmo":
                         cmd += list(map(str, t.elmo_overrides))
+                    if task == "lac" and run_threads(cfg):
+                        cmd.append(f"threads={run_threads(cfg)}")
                     est = t.est_minutes * (2 if variant == "elmo" else 1)
                     steps.append(Step(f"{task} {name}", cmd, run_dir / "metrics.json", est))
     steps.append(Step("compare", [py, "-m", "tasks.compare", cfg.runs_dir], Path("/nonexistent/always-run"), 0.2))
     return steps
 
 
-def _run_step(s: Step, t_start: float) -> None:
+def _env(threads: int) -> dict:
+    """The task runs' environment: OMP_NUM_THREADS bounds the threads of everything without a `threads` key."""
+    return dict(os.environ, OMP_NUM_THREADS=str(threads)) if threads else dict(os.environ)
+
+
+def _run_step(s: Step, t_start: float, threads: int = 0) -> None:
     """One step in the foreground (its output on the terminal); a failure is a one-line error."""
     print(f"\n[{s.name}] (~{s.est_minutes:.0f} min; {(time.time() - t_start) / 60:.1f} min elapsed)\n$ {shlex.join(s.cmd)}",
           flush=True)
     t0 = time.time()
-    rc = subprocess.call(s.cmd)
+    rc = subprocess.call(s.cmd, env=_env(threads))
     if rc != 0:
         raise UserError(f"step '{s.name}' failed (exit {rc}); fix the cause and rerun the same command: "
                         "finished steps are skipped")
     print(f"[{s.name}] done in {(time.time() - t0) / 60:.1f} min", flush=True)
 
 
-def _single_threaded(cmd: list) -> list:
-    """A task command that runs on one CPU thread (LAC's `threads` key; OMP_NUM_THREADS covers the rest)."""
-    return [*cmd, "threads=1"] if "tasks.lac.finetune" in cmd else cmd
-
-
-def _run_side_by_side(steps: list[Step], jobs: int, log_dir: Path, t_start: float) -> None:
+def _run_side_by_side(steps: list[Step], jobs: int, log_dir: Path, t_start: float, threads: int = 1) -> None:
     """Run `steps` as up to `jobs` concurrent subprocesses, longest first; each one's output to a log file.
 
     A failed step stops nothing already running; the first failure is reported (with its log's tail) once
     the others have finished, and a rerun resumes or skips them.
     """
     log_dir.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env = _env(threads)
     queue = sorted(steps, key=lambda s: -s.est_minutes)
     running: list[tuple[Step, subprocess.Popen, Path, float]] = []
     failed: list[tuple[Step, int, Path]] = []
@@ -152,9 +163,9 @@ def _run_side_by_side(steps: list[Step], jobs: int, log_dir: Path, t_start: floa
             s = queue.pop(0)
             log = log_dir / (s.name.replace(" ", "_") + ".log")
             print(f"[{s.name}] started ({(time.time() - t_start) / 60:.1f} min elapsed; log {log})\n"
-                  f"$ {shlex.join(_single_threaded(s.cmd))}", flush=True)
+                  f"$ {shlex.join(s.cmd)}", flush=True)
             with open(log, "w", encoding="utf-8") as f:
-                proc = subprocess.Popen(_single_threaded(s.cmd), stdout=f, stderr=subprocess.STDOUT, env=env)
+                proc = subprocess.Popen(s.cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
             running.append((s, proc, log, time.time()))
         time.sleep(0.5)
         for item in [r for r in running if r[1].poll() is not None]:
@@ -206,10 +217,10 @@ def main(argv: list[str] | None = None) -> int:
     for s in pre:  # the +ELMo runs need the biLM first
         _run_step(s, t_start)
     if cfg.jobs > 1 and len(tasks) > 1:
-        _run_side_by_side(tasks, cfg.jobs, Path(cfg.runs_dir) / "logs", t_start)
+        _run_side_by_side(tasks, cfg.jobs, Path(cfg.runs_dir) / "logs", t_start, run_threads(cfg))
     else:
         for s in tasks:
-            _run_step(s, t_start)
+            _run_step(s, t_start, run_threads(cfg))
     for s in todo:
         if s.name == "compare":
             _run_step(s, t_start)

@@ -49,6 +49,23 @@ def test_plan_uses_a_trained_biLM_by_name_without_pretraining():
     assert pretraining[0].name == "pretrain ELMo"
 
 
+@pytest.mark.parametrize("overrides,want", [([], "threads=1"), (["jobs=1"], None), (["jobs=1", "threads=1"], "threads=1"),
+                                            (["threads=3"], "threads=3")])
+def test_each_task_run_gets_the_threads_asked_for(overrides, want):
+    """Side by side: one thread each; one after another: the task's default, unless `threads` says otherwise.
+    The count is in the command itself (LAC's key; BiDAF reads OMP_NUM_THREADS, set by the runner)."""
+    from elmo_paddle.config import load_config
+    from elmo_paddle.pipeline import PipelineConfig, _env, plan, run_threads
+
+    cfg = load_config(PipelineConfig, str(REPO / "configs/pipeline_tiny.yaml"), ["elmo.model=zh-char-elmo", *overrides])
+    lac = [s.cmd for s in plan(cfg) if s.name.startswith("lac ")]
+    bidaf = [s.cmd for s in plan(cfg) if s.name.startswith("bidaf ")]
+    assert lac and bidaf
+    assert all([c for c in cmd if c.startswith("threads=")] == ([want] if want else []) for cmd in lac)
+    assert not any(c.startswith("threads=") for cmd in bidaf for c in cmd)
+    assert _env(run_threads(cfg)).get("OMP_NUM_THREADS") == (want.split("=")[1] if want else os.environ.get("OMP_NUM_THREADS"))
+
+
 def test_task_runs_go_side_by_side_longest_first_and_a_failure_is_one_error(tmp_path):
     """Two 1-second steps with jobs=2 finish in about 1 s, not 2; a failing one is reported after the rest."""
     import time
