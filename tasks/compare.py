@@ -69,11 +69,23 @@ def _read_run(m: Path) -> dict[str, Any] | None:
     hist = [{k: x for k, x in h.items() if _is_score(x)} for h in hist if isinstance(h, dict)
             and _is_score(h.get("step"))] if isinstance(hist, list) else []
     seconds = data.get("train_seconds")
+    if _early_stopped(data, cfg, hist):  # its length came from early stopping, not from its epochs/steps cap
+        cfg = {**cfg, **{k: "early stop" for k in ("epochs", "max_steps") if cfg.get(k) is not None}}
     return {"task": m.parent.parent.name, "name": m.parent.name,
             "variant": "+ELMo" if cfg.get("elmo_model") else "baseline",
             "fraction": float(cfg.get("train_fraction", 1.0)) if _is_score(cfg.get("train_fraction", 1.0)) else 1.0,
             "seed": cfg.get("seed"), "test": {k: x for k, x in test.items() if _is_score(x)},
             "train_seconds": seconds if _is_score(seconds) else None, "history": hist, "config": cfg}
+
+
+def _early_stopped(data: dict, cfg: dict, hist: list[dict]) -> bool:
+    """Whether a run ended by early stopping (`patience` evaluations after its best without a new one).  Then
+    its `epochs` / `max_steps` cap never acted, and it compares with runs that had another cap (e.g. the
+    full-data LAC baseline run with epochs=30 and the +ELMo runs with 60, all stopped by patience 6)."""
+    patience, best = cfg.get("patience"), data.get("best_step")
+    if not _is_score(patience) or patience < 1 or not _is_score(best):
+        return False
+    return sum(1 for h in hist if h["step"] > best) >= patience
 
 
 def load_runs(root: Path) -> list[dict[str, Any]]:

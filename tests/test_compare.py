@@ -80,6 +80,25 @@ def test_runs_of_different_protocols_are_not_averaged(tmp_path, capsys):
     assert "2 different biLMs" in capsys.readouterr().err
 
 
+def test_runs_stopped_by_patience_compare_across_epoch_caps(tmp_path):
+    """Early stopping ended both runs (3 evaluations after the best with patience 3): their different `epochs`
+    caps never acted, so they are one group; a run that hit its cap stays apart."""
+    hist = [{"step": s, "f1": 50.0} for s in (10, 20, 30, 40, 50)]
+    for name, epochs, best, f1 in (("base-s1", 30, 20, 80.0), ("elmo-s1", 60, 20, 83.0), ("elmo-s2", 5, 40, 70.0)):
+        d = tmp_path / "lac" / name
+        d.mkdir(parents=True)
+        cfg = {"elmo_model": "m" if name.startswith("elmo") else None, "train_fraction": 1.0, "seed": 1,
+               "epochs": epochs, "patience": 3, "run_name": name}
+        (d / "metrics.json").write_text(json.dumps({"score_scale": "percent", "test": {"f1": f1}, "config": cfg,
+                                                    "best_step": best, "train_seconds": 1.0}))
+        (d / "history.json").write_text(json.dumps({"history": hist}))
+    table = make_table(load_runs(tmp_path))
+    together = next(line for line in table.splitlines() if "| 1 (epochs=early stop) | f1 |" in line)
+    assert "80.00 ± –" in together and "83.00 ± –" in together and "1/1" in together
+    capped = next(line for line in table.splitlines() if "| 1 (epochs=5) | f1 |" in line)
+    assert "70.00 ± –" in capped
+
+
 def test_runs_written_before_the_percent_scale_are_skipped(runs, capsys):
     old = runs / "lac" / "old-s9"
     old.mkdir()
