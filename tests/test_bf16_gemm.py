@@ -101,7 +101,7 @@ def test_step_outer_sum_adds_every_step_once(bf16_on, monkeypatch, bf16):
 def test_bf16_training_kernel_gradients_are_close_to_float32(bf16_on, T, B, threads):
     """The training kernel in bf16: outputs and every gradient within bf16 rounding of the float32 kernel
     (2 threads: one direction per thread, each with its own oneDNN primitives, as pretraining runs it)."""
-    from elmo_paddle.lstm_cpu import PackedLstmp, _mkl
+    from elmo_paddle.lstm_cpu import _mkl
 
     before = _mkl().MKL_Get_Max_Threads()
     paddle.base.core.set_num_threads(threads)
