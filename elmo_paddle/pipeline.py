@@ -43,6 +43,8 @@ class TaskStep:
     elmo_overrides: list = field(default_factory=list)  # extra overrides for the +ELMo variant only
     est_minutes: float = 5.0  # per run (+ELMo runs are estimated at 2x)
     enabled: bool = True
+    # which runs: e.g. [baseline] first while the biLM the +ELMo runs should use is still training
+    variants: list = field(default_factory=lambda: ["baseline", "elmo"])
 
 
 @dataclass
@@ -89,6 +91,8 @@ def check_pipeline_config(cfg: PipelineConfig) -> None:
         for seed in t.seeds:
             validate.non_negative_int(f"{task}.seeds", seed)
         validate.non_negative_float(f"{task}.est_minutes", t.est_minutes)
+        if not isinstance(t.variants, list) or not t.variants or not set(t.variants) <= {"baseline", "elmo"}:
+            raise UserError(f"{task}.variants must be a non-empty list of baseline and elmo, got {t.variants!r}")
     validate.non_negative_float("elmo.est_minutes", cfg.elmo.est_minutes)
     validate.positive_int("jobs", cfg.jobs)
     validate.non_negative_int("threads", cfg.threads)
@@ -106,13 +110,15 @@ def plan(cfg: PipelineConfig) -> list[Step]:
     py = sys.executable
     data = ["--data-dir", cfg.data_dir] if cfg.data_dir else []
     steps, elmo_model = _elmo_step(cfg, py, data)
+    if not any(t.enabled and "elmo" in t.variants for t in (cfg.lac, cfg.bidaf)):
+        steps = []  # no +ELMo run: nothing to pretrain
     for task in ("lac", "bidaf"):
         t: TaskStep = getattr(cfg, task)
         if not t.enabled:
             continue
         for frac in t.fractions:
             for seed in t.seeds:
-                for variant in ("baseline", "elmo"):
+                for variant in [v for v in ("baseline", "elmo") if v in t.variants]:
                     name = f"{variant}-f{frac:g}-s{seed}"
                     run_dir = Path(cfg.runs_dir) / task / name
                     cmd = [py, "-m", f"tasks.{task}.finetune", "--config", t.config, "--train-fraction", str(frac),

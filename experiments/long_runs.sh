@@ -5,11 +5,12 @@
 #
 #   lane 0 (core 0): the next shipped biLM, configs/elmo_medium.yaml (bf16 where the CPU has AMX; ~2,000
 #                    tokens/s, 19,104 steps, ~5.5 hours on one core)
-#   lane 1 (core 1): LAC on all of PD1998 (3 seeds) -> BiDAF on all of CMRC 2018 (2 seeds, + the ELMo-at-the-
-#                    modeling-layer row) -> LAC 5% / 20% -> MSRA NER; one run at a time, one thread
+#   lane 1 (core 1): LAC on all of PD1998 (3 seeds) -> BiDAF on all of CMRC 2018 (2 seeds: baselines, then +ELMo,
+#                    then the ELMo-at-the-modeling-layer row) -> LAC 5% / 20% -> MSRA NER; one run at a time, one thread
 #
 #   experiments/long_runs.sh            # both lanes in the background; logs in logs/
 #   experiments/long_runs.sh status     # where each lane is
+#   experiments/long_runs.sh 1          # one lane only (0 or 1)
 # Data: $ELMO_PADDLE_DATA, else ../shared/data.  Stop with: pkill -f experiments/long_runs.sh; then the runs.
 set -u
 cd "$(dirname "$0")/.."
@@ -24,9 +25,12 @@ lane0() {
 
 lane1() {
   local one="jobs=1 threads=1"
-  for cfg in pipeline_lac_full pipeline_bidaf_full; do
-    taskset -c 1 "$PY" -m elmo_paddle.pipeline --config configs/$cfg.yaml --data-dir "$DATA" $one \
-      >> logs/$cfg.log 2>&1 || return
+  taskset -c 1 "$PY" -m elmo_paddle.pipeline --config configs/pipeline_lac_full.yaml --data-dir "$DATA" $one \
+    >> logs/pipeline_lac_full.log 2>&1 || return
+  # BiDAF's baselines first: its +ELMo runs should use the best biLM, which lane 0 is still training
+  for variants in "[baseline]" "[baseline,elmo]"; do
+    taskset -c 1 "$PY" -m elmo_paddle.pipeline --config configs/pipeline_bidaf_full.yaml --data-dir "$DATA" $one \
+      "bidaf.variants=$variants" >> logs/pipeline_bidaf_full.log 2>&1 || return
   done
   if [ ! -f runs_bidaf_full/bidaf/elmo-mod-f1-s1/metrics.json ]; then  # ELMo also at the modeling layer's output
     OMP_NUM_THREADS=1 taskset -c 1 "$PY" -m tasks.bidaf.finetune --config configs/bidaf.yaml --train-fraction 1.0 \
@@ -44,9 +48,15 @@ if [ "${1:-}" = status ]; then
   pgrep -af "tasks\.(lac|bidaf)\.finetune" | grep -o -- "--run-name [^ ]*" || echo "lane 1: no task run"
   exit 0
 fi
-if pgrep -f "configs/elmo_medium.yaml|tasks\.(lac|bidaf)\.finetune|elmo_paddle\.pipeline" >/dev/null; then
-  echo "a long run is already going (see '$0 status'); not starting a second copy" >&2
-  exit 1
-fi
-lane0 & lane1 &
-echo "started: lane 0 (biLM) and lane 1 (task runs); '$0 status' shows where they are"
+busy0="configs/elmo_medium.yaml"
+busy1="tasks\.(lac|bidaf)\.finetune|elmo_paddle\.pipeline"
+lanes=${1:-0 1}  # `$0 1`: lane 1 only (e.g. after changing its queue while lane 0 trains)
+for lane in $lanes; do
+  case $lane in 0) busy=$busy0 ;; 1) busy=$busy1 ;; *) echo "usage: $0 [status|0|1]" >&2; exit 2 ;; esac
+  if pgrep -f "$busy" >/dev/null; then
+    echo "lane $lane is already running (see '$0 status'); not starting a second copy" >&2
+    exit 1
+  fi
+done
+for lane in $lanes; do "lane$lane" & done
+echo "started lane(s) $lanes (0: biLM, 1: task runs); '$0 status' shows where they are"

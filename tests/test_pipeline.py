@@ -49,6 +49,22 @@ def test_plan_uses_a_trained_biLM_by_name_without_pretraining():
     assert pretraining[0].name == "pretrain ELMo"
 
 
+def test_variants_pick_the_runs_and_bad_ones_are_one_error():
+    """`bidaf.variants=[baseline]` runs the baselines while the biLM for the +ELMo runs still trains."""
+    from elmo_paddle.config import load_config
+    from elmo_paddle.errors import UserError
+    from elmo_paddle.pipeline import PipelineConfig, check_pipeline_config, plan
+
+    tiny = str(REPO / "configs/pipeline_tiny.yaml")
+    cfg = load_config(PipelineConfig, tiny, ["lac.enabled=false", "bidaf.variants=[baseline]"])
+    names = [s.name for s in plan(cfg)]
+    assert names == ["bidaf baseline-f0.01-s1", "compare"], names  # no pretraining: no +ELMo run needs it
+    for bad in ("[]", "[elmo, crf]", "baseline"):
+        cfg = load_config(PipelineConfig, tiny, [f"bidaf.variants={bad}"])
+        with pytest.raises(UserError, match="bidaf.variants"):
+            check_pipeline_config(cfg)
+
+
 @pytest.mark.parametrize("overrides,want", [([], "threads=1"), (["jobs=1"], None), (["jobs=1", "threads=1"], "threads=1"),
                                             (["threads=3"], "threads=3")])
 def test_each_task_run_gets_the_threads_asked_for(overrides, want):
