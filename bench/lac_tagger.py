@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/lac_tagger.py                       # the shipped taggers (pretrained/lac-pd1998*)
     .venv/bin/python bench/lac_tagger.py --model runs/lac/<run>/best [--elmo-tagger DIR | --elmo-model DIR]
-        [--batch-size 50] [--limit 2000] [--threads 1]
+        [--batch-size 128] [--limit 2000] [--threads 1]
 
 Input: the People's Daily 1998 test split (1,949 paragraphs, full-width digits/letters mapped to ASCII).
 Ours: the baseline tagger (`--model`, default the shipped `lac-pd1998`) and a +ELMo tagger (`--elmo-tagger`,
@@ -59,7 +59,7 @@ def baidu_systems(max_threads: int) -> dict:
 
 def _ours(tagger) -> str:
     """The label of `--model`: a +ELMo tagger given as --model is labelled as one (its ratio is the last line)."""
-    return f"ours ({'+ELMo' if tagger.model.elmo is not None else 'baseline'} BiGRU-CRF, paddle)"
+    return f"ours ({'+ELMo' if tagger.model.elmo is not None else 'baseline'} BiGRU-CRF)"
 
 
 def our_systems(args) -> tuple[dict, tempfile.TemporaryDirectory | None]:
@@ -90,7 +90,7 @@ def main() -> int:
     ap.add_argument("--elmo-tagger", default="lac-pd1998-elmo",
                     help="a trained +ELMo tagger to time too (default: the shipped lac-pd1998-elmo, if present)")
     ap.add_argument("--elmo-model", help="instead: a +ELMo tagger with an untrained head on this biLM")
-    ap.add_argument("--batch-size", type=int, default=50, help="sentences per call of ours (default 50)")
+    ap.add_argument("--batch-size", type=int, default=128, help="sentences per call of ours (default 128, as tasks.lac.predict)")
     ap.add_argument("--limit", type=int, default=2000, help="at most this many test paragraphs (default 2000)")
     ap.add_argument("--threads", type=int, default=1, help="CPU threads of ours; Baidu LAC is timed at 1..N")
     ap.add_argument("--data-dir", help="data folder (else $ELMO_PADDLE_DATA, else ../shared/data)")

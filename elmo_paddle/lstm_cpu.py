@@ -112,7 +112,7 @@ def _pool():
     return _executor
 
 
-def _tanh_(a: np.ndarray) -> None:
+def tanh_(a: np.ndarray) -> None:
     """In-place tanh of a C-contiguous float32 array."""
     assert a.flags.c_contiguous and a.dtype == np.float32
     _mkl().vmsTanh(a.size, a.ctypes.data, a.ctypes.data, _VML_LA)
@@ -201,7 +201,7 @@ class PackedLstmp:
                 h = cache.xh[cache.at(t + 1), D + 1:] if (t + 1 < T or not cache.keep) else out[t]
             xh[:D] = x[t]
             gates.matmul_into(xh, z)  # i, f, o rows: z / 2
-            _tanh_(z)
+            tanh_(z)
             ifo *= 0.5
             ifo += 0.5  # sigmoid
             np.multiply(f, c_prev, out=c)
@@ -210,7 +210,7 @@ class PackedLstmp:
             if self.cell_clip:
                 _clip(c, -self.cell_clip, self.cell_clip, out=c)
             np.copyto(tc, c)
-            _tanh_(tc)
+            tanh_(tc)
             np.multiply(o, tc, out=m)
             proj.matmul_into(m, h)
             if self.proj_clip:

@@ -19,19 +19,19 @@ def test_crf_matches_brute_force():
     rng = np.random.default_rng(0)
     n, t = 3, 4
     crf = CRF(n)
-    em = rng.normal(size=(2, t, n)).astype("float32") * 2
-    lengths = np.array([4, 2])
+    em = rng.normal(size=(3, t, n)).astype("float32") * 2
+    lengths = np.array([2, 4, 3])  # unsorted: the Viterbi sorts rows by length inside
     mask = paddle.to_tensor(np.arange(t)[None] < lengths[:, None])
     tr, st, en = crf.transitions.numpy(), crf.start.numpy(), crf.end.numpy()
     logz = crf.log_partition(paddle.to_tensor(em), mask).numpy()
     paths = crf.viterbi(em, lengths)
-    for b in range(2):
+    for b in range(3):
         ys = list(itertools.product(range(n), repeat=int(lengths[b])))
         sc = np.array([st[y[0]] + en[y[-1]] + sum(em[b, i, y[i]] for i in range(len(y)))
                        + sum(tr[y[i - 1], y[i]] for i in range(1, len(y))) for y in ys])
         assert logz[b] == pytest.approx(np.log(np.exp(sc).sum()), rel=1e-5)
         assert tuple(paths[b]) == ys[int(sc.argmax())]
-        tags = np.zeros((2, t), dtype="int64")
+        tags = np.zeros((3, t), dtype="int64")
         tags[b, :lengths[b]] = ys[5]
         gold = crf.score(paddle.to_tensor(em), paddle.to_tensor(tags), mask).numpy()[b]
         assert gold == pytest.approx(sc[5], rel=1e-5)

@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mode", choices=("seg", "lac"), default="lac",
                     help="seg: words only; lac: word/TAG (default)")
     ap.add_argument("--input", help="input file, one sentence per line (default: stdin)")
-    ap.add_argument("--batch-size", type=int, default=64, help="sentences per model call (default 64)")
+    ap.add_argument("--batch-size", type=int, default=128, help="sentences per model call (default 128)")
     ap.add_argument("--dict", help="forced segmentations: one 'word' or 'word/TAG' per line")
     ap.add_argument("--max-chars", type=int, default=256,
                     help="longer lines are tagged in chunks of this many characters, with a warning (default 256)")

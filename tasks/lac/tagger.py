@@ -77,13 +77,16 @@ class UserDict:
 class Tagger:
     """A loaded LAC model that tags lists of raw strings."""
 
-    def __init__(self, model_dir: str | Path, batch_size: int = 64, max_chars: int = 256,
+    def __init__(self, model_dir: str | Path, batch_size: int = 128, max_chars: int = 256,
                  user_dict: UserDict | None = None, warn: Callable[[str], None] | None = None) -> None:
         from .checkpoint import load_model
 
         if batch_size < 1 or max_chars < 1:
             raise UserError("batch size and max chars must be positive")
         self.model, self.cfg, self.vocab, self.tags = load_model(model_dir)
+        from .model import FrozenEmissions
+
+        self.frozen = FrozenEmissions(self.model) if FrozenEmissions.available() else None  # the fast CPU path
         self.batch_size, self.max_chars, self.user_dict = batch_size, max_chars, user_dict
         self.warn = warn or (lambda msg: print(f"warning: {msg}", file=sys.stderr))
 
@@ -95,7 +98,7 @@ class Tagger:
         for b in make_batches(pieces, self.vocab, self.batch_size):
             ids, lengths = batch_tensors(b.char_ids, b.lengths)
             elmo_ids = self.model.elmo.batch_to_ids(b.tokens) if self.model.elmo is not None else None
-            for row, path in zip(b.index, self.model.decode(ids, lengths, elmo_ids)):
+            for row, path in zip(b.index, self.model.decode(ids, lengths, elmo_ids, self.frozen)):
                 out[row] = [self.tags[i] for i in path]
         return out
 
