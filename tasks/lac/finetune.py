@@ -153,12 +153,15 @@ class Scorer:
     def __call__(self, model, examples: list[Example]) -> dict[str, float]:
         from .batching import example_batches
         from .metrics import ChunkMetrics
-        from .model import batch_tensors
+        from .model import FrozenEmissions, batch_tensors
 
         metrics = ChunkMetrics(segmentation=self.segmentation)
+        # the predict path's kernel, built from this evaluation's weights (`model` is in eval mode here)
+        frozen = FrozenEmissions(model) if FrozenEmissions.available() and not model.training else None
         for b in example_batches(examples, self.vocab, self.tag_index, self.batch_size * 2):
             ids, lengths = batch_tensors(b.char_ids, b.lengths)
-            for row, path in zip(b.index, model.decode(ids, lengths, elmo_input(model, b.tokens, self.cache))):
+            elmo_ids = elmo_input(model, b.tokens, self.cache)
+            for row, path in zip(b.index, model.decode(ids, lengths, elmo_ids, frozen)):
                 metrics.update(examples[row].tags, [self.tags[i] for i in path])
         return metrics.result()
 
