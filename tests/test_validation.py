@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -283,6 +284,7 @@ def test_bidaf_predict_answers_every_question_in_input_order(bidaf_model, tmp_pa
     answers = json.loads(out.read_text(encoding="utf-8"))
     assert list(answers) == ["z", "e", "a"] and answers["e"] == ""
     assert "answered 2 of 3 questions; 1 got \"\" (empty question/context: 1)" in err
+    assert re.search(r"; [0-9.]+ questions/s \([0-9.]+ s, \d+ windows\)", err)  # the speed a model card reports
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from typing import Sequence
 
 from elmo_paddle import validate
@@ -93,8 +94,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .elmo_cache import ElmoLayerCache
         cache = ElmoLayerCache(model.elmo, max_mb=float(cfg.get("elmo_cache_mb", 1024)))
     fstats: dict[str, int] = {}
+    t0 = time.perf_counter()  # the speed a model card reports: questions/s from features to answers
     feats = make_features(examples, max_ctx, stride, max_q, train=False, stats=fstats)
     preds = predict_features(model, examples, feats, chars, words, args.batch_size, max_ans, cache)
+    secs = time.perf_counter() - t0
     if not args.input:
         print(preds.get("q", ""))
         return 0
@@ -104,7 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _write_answers(answers, args.output)
     print(f"answered {len(preds)} of {len(examples)} questions; {len(skipped)} got \"\" (empty question/context: "
           f"{fstats['empty_question'] + fstats['empty_context']}); "
-          f"{fstats['long_context']} contexts longer than {max_ctx} chars read in windows", file=sys.stderr)
+          f"{fstats['long_context']} contexts longer than {max_ctx} chars read in windows; "
+          f"{len(examples) / max(secs, 1e-9):.1f} questions/s ({secs:.1f} s, {len(feats)} windows)", file=sys.stderr)
     return 0
 
 
