@@ -199,8 +199,8 @@ class LacTagger(nn.Layer):
 class FrozenEmissions:
     """`LacTagger.emissions` in eval mode, in numpy on CPU (`elmo_paddle.gru_cpu.BiGru`): the predict path.
 
-    Its weights are those of `model` when built: build it once for a trained model (`Tagger` does), not during
-    training.  On the 1,949 PD1998 test paragraphs the baseline tagger's GRU took 3.0-3.3 s in paddle against
+    Its weights are those of `model` when built: build one per set of weights (`Tagger` once; dev scoring once per
+    evaluation, which costs a `[V, 128] @ [128, 768]` product), with `model` in eval mode.  On the 1,949 PD1998 test paragraphs the baseline tagger's GRU took 3.0-3.3 s in paddle against
     2.6-2.9 s here in float32 and 2.0 s with `ELMO_PADDLE_BF16=1` (one core, seventh session); the results
     match `emissions` to float rounding (tests/test_gru_cpu.py).
     """
