@@ -95,9 +95,11 @@ def load_runs(root: Path) -> list[dict[str, Any]]:
     return runs
 
 
-# config keys that do not change what a score means (seeds, names, paths, evaluation batch size); the
-# +ELMo settings are the variant itself
-_NOT_PROTOCOL = {"seed", "run_name", "runs_dir", "train_fraction", "eval_batch_size", "elmo_cache_mb"}
+# config keys that do not change what a score means (seeds, names, paths, evaluation batch size, resuming); the
+# +ELMo settings are the variant itself.  `data_dir` is where the data was read, not which data (`dataset`
+# and the files say that): a run started with ../shared/data and one with its absolute path are one protocol.
+_NOT_PROTOCOL = {"seed", "run_name", "runs_dir", "train_fraction", "eval_batch_size", "elmo_cache_mb", "data_dir",
+                 "resume"}
 
 
 def _label_protocols(runs: list[dict[str, Any]]) -> None:

@@ -105,3 +105,17 @@ def test_runs_written_before_the_percent_scale_are_skipped(runs, capsys):
     (old / "metrics.json").write_text(json.dumps({"test": {"f1": 0.9}, "config": {"train_fraction": 0.2, "seed": 9}}))
     assert all(r["name"] != "old-s9" for r in load_runs(runs))
     assert "old-s9" in capsys.readouterr().err
+
+
+def test_runs_that_read_the_data_from_other_paths_are_one_protocol(tmp_path):
+    """A run started with `--data-dir ../shared/data` and one with the absolute path (or resumed) are one group."""
+    for name, data_dir, resume, f1 in (("base-s1", "/work/shared/data", False, 80.0), ("base-s2", "../shared/data",
+                                                                                       True, 82.0)):
+        d = tmp_path / "lac" / name
+        d.mkdir(parents=True)
+        cfg = {"elmo_model": None, "train_fraction": 1.0, "seed": int(name[-1]), "data_dir": data_dir,
+               "resume": resume, "epochs": 3, "run_name": name}
+        (d / "metrics.json").write_text(json.dumps({"score_scale": "percent", "test": {"f1": f1}, "config": cfg,
+                                                    "train_seconds": 1.0}))
+    line = next(x for x in make_table(load_runs(tmp_path)).splitlines() if "| f1 |" in x)
+    assert "81.00 ± 1.41" in line and "2/0" in line, line
