@@ -187,3 +187,19 @@ def test_real_elmo_layer_plugs_in(request, tmp_path):
     save_model(tmp_path, model, cfg, vocab, tags)
     loaded = load_model(tmp_path)[0]  # rebuilds Elmo from cfg['elmo_model']
     _assert_same_model(model, loaded, exs, vocab, tag_index, elmo=True)
+
+
+@pytest.mark.parametrize("scale", [0.0, 0.01, 1.0, 30.0])  # 0: all ties; small: the bound fails, full max
+def test_best_after_is_the_full_max(scale):
+    """The Viterbi's max over predecessors from each row's best few equals the full max exactly, whether the
+    top predecessors settle a row or it falls back (flat scores), and with ties."""
+    from tasks.lac.model import best_after
+
+    rng = np.random.default_rng(5)
+    n = 40
+    trans = (rng.normal(size=(n, n)) * 3).astype("float32")
+    prev = (rng.normal(size=(17, n)) * scale).astype("float32")
+    prev[3] = prev[3].max()  # a row of ties
+    cand = np.empty((n, 20, n), dtype="float32")
+    want = (prev.T[:, :, None] + trans[:, None, :]).max(0)
+    np.testing.assert_array_equal(best_after(prev, trans, trans.max(0), cand, top=4), want)
