@@ -99,7 +99,7 @@ def load_runs(root: Path) -> list[dict[str, Any]]:
 # +ELMo settings are the variant itself.  `data_dir` is where the data was read, not which data (`dataset`
 # and the files say that): a run started with ../shared/data and one with its absolute path are one protocol.
 _NOT_PROTOCOL = {"seed", "run_name", "runs_dir", "train_fraction", "eval_batch_size", "elmo_cache_mb", "data_dir",
-                 "resume"}
+                 "resume", "checkpoint_every"}
 
 
 def _label_protocols(runs: list[dict[str, Any]]) -> None:

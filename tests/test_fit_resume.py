@@ -75,6 +75,24 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, stop_at):
         np.testing.assert_array_equal(got[k], want[k], err_msg=k)
 
 
+def test_checkpoint_every_resumes_mid_epoch_between_evaluations(tmp_path):
+    """Evaluations once per epoch (5 steps), a checkpoint every 2 steps: a run stopped at step 9 resumes from
+    step 8, inside the second epoch, and still gives the uninterrupted run's history and weights."""
+    cfg = dict(eval_every=0, checkpoint_every=2)
+    model, opt = _model(0)
+    full = fit(model, opt, _hooks(), _cfg(tmp_path / "full", **cfg))
+    want = trainable_arrays(model)
+    model, opt = _model(0)
+    with pytest.raises(Stop):
+        fit(model, opt, _hooks(9), _cfg(tmp_path / "cut", **cfg))
+    assert (tmp_path / "cut" / "checkpoints" / "step-00000008").is_dir()
+    model, opt = _model(123)
+    resumed = fit(model, opt, _hooks(), _cfg(tmp_path / "cut", resume=True, **cfg))
+    assert resumed.history == full.history and resumed.steps == full.steps == 20
+    for k, v in trainable_arrays(model).items():
+        np.testing.assert_array_equal(v, want[k], err_msg=k)
+
+
 def test_a_fresh_run_refuses_a_folder_with_checkpoints(tmp_path):
     model, opt = _model(0)
     fit(model, opt, _hooks(), _cfg(tmp_path, epochs=1))

@@ -78,6 +78,7 @@ class BidafConfig:
     epochs: int = 1
     max_steps: int | None = None
     eval_every: int = 0              # steps; 0: once per epoch
+    checkpoint_every: int = 100      # steps between resumable checkpoints besides those at evaluations; 0: none
     patience: int | None = None
     seed: int = 1
     resume: bool = False             # --resume: continue run_name's newest checkpoint
@@ -220,6 +221,7 @@ def train(cfg: BidafConfig, cfg_dict: dict[str, Any], splits: dict[str, Split], 
     hooks = TaskHooks(train_batches, loss_fn, evaluate, save_best=save_best, batch_size_of=lambda b: len(b[0]))
     return fit(reader.model, opt, hooks, FitConfig(
         run_dir, metric="f1", epochs=cfg.epochs, max_steps=cfg.max_steps, eval_every=cfg.eval_every,
+        checkpoint_every=cfg.checkpoint_every,
         patience=cfg.patience, desc=f"bidaf {cfg_dict['run_name']}",
         hparams={k: v for k, v in cfg_dict.items() if k in HPARAMS}, seed=cfg.seed, resume=cfg.resume,
         fingerprint=fit_fingerprint(cfg_dict)))

@@ -22,6 +22,7 @@ def check_task_config(cfg: Any, sizes: Sequence[str] = ()) -> None:
     v.positive_int("max_steps", cfg.max_steps, allow_none=True)
     v.positive_int("patience", cfg.patience, allow_none=True)
     v.non_negative_int("eval_every", cfg.eval_every)
+    v.non_negative_int("checkpoint_every", cfg.checkpoint_every)
     v.fraction("train_fraction", cfg.train_fraction)
     for key in ("dropout", "elmo_dropout"):
         v.fraction(key, getattr(cfg, key), low_open=False, high_open=True)

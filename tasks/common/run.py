@@ -25,7 +25,7 @@ COMMON_FLAGS = ("elmo_model", "train_fraction", "seed", "run_name", "epochs", "m
 
 # config keys a resumed run may change: how long it trains and where/how fast it runs, not what it learns
 RESUMABLE_CHANGES = ("epochs", "max_steps", "patience", "run_name", "runs_dir", "threads", "data_dir", "resume",
-                     "elmo_cache_mb", "elmo_cache_dir", "eval_every", "eval_batch_size")
+                     "elmo_cache_mb", "elmo_cache_dir", "eval_every", "eval_batch_size", "checkpoint_every")
 
 
 def run_parser(prog: str, description: str, config_default: str | None, config_help: str) -> argparse.ArgumentParser:

@@ -52,6 +52,7 @@ class LacConfig:
     epochs: int = 5
     max_steps: Optional[int] = None
     eval_every: int = 0           # steps; 0 = once per epoch
+    checkpoint_every: int = 1000  # steps between resumable checkpoints besides those at evaluations; 0: none
     patience: Optional[int] = None
     max_dev_sentences: int = 0    # 0 = whole dev set
     elmo_model: Optional[str] = None
@@ -239,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
                       save_best=lambda m, _: save_model(best_dir, m, cfg_dict, vocab, tags))
     result = fit(model, optimizer, hooks, FitConfig(
         run_dir, metric="f1", epochs=cfg.epochs, max_steps=cfg.max_steps, eval_every=cfg.eval_every,
+        checkpoint_every=cfg.checkpoint_every,
         patience=cfg.patience, stop_at=100.0 if cfg.overfit else None, desc=cfg.run_name, hparams=hparams(cfg),
         seed=cfg.seed, resume=cfg.resume, fingerprint=fit_fingerprint(cfg_dict)))
     wall = time.time() - t0
