@@ -1,8 +1,9 @@
-"""Baseline vs +ELMo: `python -m tasks.compare runs/` -> Markdown table + PNG plots, table printed.
+"""Baseline vs +ELMo: `python -m tasks.compare runs/` -> Markdown tables + PNG plots, tables printed.
 
 Reads every `runs/<task>/<run>/metrics.json` (written by the task finetune commands) and `history.json`
 (the dev curve), groups runs by task, training fraction and variant (baseline / +ELMo, from the run's
-config), and reports mean ± sample standard deviation over seeds with the +ELMo - baseline delta.  Both tasks
+config), and reports mean ± sample standard deviation over seeds with the +ELMo - baseline delta; a second
+table lists every run (where and why it stopped, best dev score and step, test scores, training time).  Both tasks
 write their scores as percentages under the same lowercase names, so nothing here depends on the task.
 """
 from __future__ import annotations
@@ -71,8 +72,12 @@ def _read_run(m: Path) -> dict[str, Any] | None:
     seconds = data.get("train_seconds")
     if _early_stopped(data, cfg, hist):  # its length came from early stopping, not from its epochs/steps cap
         cfg = {**cfg, **{k: "early stop" for k in ("epochs", "max_steps") if cfg.get(k) is not None}}
+    best_dev = data.get("best_dev")
     return {"task": m.parent.parent.name, "name": m.parent.name,
             "variant": "+ELMo" if cfg.get("elmo_model") else "baseline",
+            "best_dev": best_dev.get(CURVE_METRIC) if isinstance(best_dev, dict) else None,
+            "best_step": data.get("best_step"), "steps": data.get("steps"),
+            "early_stop": cfg.get("epochs") == "early stop" or cfg.get("max_steps") == "early stop",
             "fraction": float(cfg.get("train_fraction", 1.0)) if _is_score(cfg.get("train_fraction", 1.0)) else 1.0,
             "seed": cfg.get("seed"), "test": {k: x for k, x in test.items() if _is_score(x)},
             "train_seconds": seconds if _is_score(seconds) else None, "history": hist, "config": cfg}
@@ -157,6 +162,23 @@ def make_table(runs: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def make_run_table(runs: list[dict[str, Any]]) -> str:
+    """Markdown: one row per run (the numbers behind each mean): where it stopped and why, its best dev score
+    and step, its test scores and training time."""
+    metrics = [k for k in METRICS if any(k in r["test"] for r in runs)]
+    lines = ["| task | run | variant | train fraction | seed | stopped at step | best dev " + CURVE_METRIC
+             + " (step) | " + " | ".join(f"test {k}" for k in metrics) + " | train s |",
+             "|---|---|---|---|---|---|---|" + "---|" * len(metrics) + "---|"]
+    num = lambda x, f="{:.2f}": f.format(x) if _is_score(x) else "–"  # noqa: E731
+    for r in sorted(runs, key=lambda r: (r["task"], r["fraction"], r["variant"] != "baseline", str(r["seed"]), r["name"])):
+        stop = num(r["steps"], "{:.0f}") + (" (early stop)" if r["early_stop"] else "")
+        best = f"{num(r['best_dev'])} ({num(r['best_step'], '{:.0f}')})"
+        scores = " | ".join(num(r["test"].get(k)) for k in metrics)
+        lines.append(f"| {r['task']} | {r['name']} | {r['variant']} | {r['fraction']:g} | {r['seed']} | {stop} | "
+                     f"{best} | {scores} | {num(r['train_seconds'], '{:.0f}')} |")
+    return "\n".join(lines) + "\n"
+
+
 def make_plots(runs: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     """Per task: dev-metric curves of every run (baseline vs +ELMo colours) and the learning curve."""
     import matplotlib
@@ -235,10 +257,12 @@ def main(argv: list[str] | None = None) -> int:
     if not runs:
         raise UserError(f"no finished task runs (*/*/metrics.json with test scores) under {root}")
     out = validate.output_dir("--output", args.output or root)
-    table = make_table(runs)
+    table, per_run = make_table(runs), make_run_table(runs)
     (out / "comparison.md").write_text("# Baseline vs +ELMo\n\nScores (0-100) on each task's test split; "
-                                       "mean ± sd over seeds.\n\n" + table, encoding="utf-8")
+                                       "mean ± sd over seeds.\n\n" + table + "\n## Per run\n\n" + per_run,
+                                       encoding="utf-8")
     print(table)
+    print(per_run)
     if not args.no_plots:
         for p in make_plots(runs, out):
             print(f"wrote {p}")

@@ -3,7 +3,7 @@ import statistics
 
 import pytest
 
-from tasks.compare import load_runs, main, make_table
+from tasks.compare import load_runs, main, make_run_table, make_table
 
 
 def _run(root, task, name, elmo, frac, seed, test, hist):
@@ -97,6 +97,10 @@ def test_runs_stopped_by_patience_compare_across_epoch_caps(tmp_path):
     assert "80.00 ± –" in together and "83.00 ± –" in together and "1/1" in together
     capped = next(line for line in table.splitlines() if "| 1 (epochs=5) | f1 |" in line)
     assert "70.00 ± –" in capped
+    per_run = make_run_table(load_runs(tmp_path)).splitlines()  # the numbers behind the means, one row a run
+    assert len(per_run) == 2 + 3 and "| lac | base-s1 | baseline |" in per_run[2]  # baselines first
+    assert "| 1 | 1 | – (early stop) | – (20) | 80.00 |" in per_run[2]
+    assert any("| elmo-s2 |" in line and "(early stop)" not in line for line in per_run)
 
 
 def test_runs_written_before_the_percent_scale_are_skipped(runs, capsys):
