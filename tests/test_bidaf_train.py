@@ -153,7 +153,7 @@ def test_finetune_and_predict_cli(tmp_path, monkeypatch, capsys, use_elmo):
     d.mkdir(parents=True)
     for name, ex in (("train", _examples(12, 1)), ("trial", _examples(4, 2)), ("dev", _examples(4, 3))):
         _write_split(d / f"cmrc2018_{name}.json", ex)
-    extra = []
+    extra = ["ema_decay=0.99"]  # the baseline also scores and saves a moving average of its weights
     if use_elmo:
         monkeypatch.setattr(checkpoint, "build_elmo", lambda cfg: FakeElmo(2 if cfg.get("elmo_at_modeling") else 1))
         # the fake biLM has no model folder: name it as given (tests/test_elmo_ref.py covers the real naming)
@@ -192,6 +192,8 @@ def test_cli_user_mistakes_exit_2(tmp_path, capsys):
     assert "unknown key" in capsys.readouterr().err
     assert finetune.main(["--data-dir", str(tmp_path), "--max-steps", "1"]) == 2   # no CMRC files there
     assert "does not exist" in capsys.readouterr().err
+    assert finetune.main(["--data-dir", str(tmp_path), "ema_decay=1"]) == 2
+    assert "ema_decay must be in (0, 1)" in capsys.readouterr().err
     assert predict_main(["--model", str(tmp_path), "--context", "x", "--question", " "]) == 2
     assert predict_main(["--model", str(tmp_path / "none"), "--context", "x", "--question", "y"]) == 2
     err = capsys.readouterr().err

@@ -93,6 +93,46 @@ def test_checkpoint_every_resumes_mid_epoch_between_evaluations(tmp_path):
         np.testing.assert_array_equal(v, want[k], err_msg=k)
 
 
+@pytest.mark.parametrize("stop_at", [4, 9])
+def test_weight_average_resumes_exactly(tmp_path, stop_at):
+    """With `ema_decay` the dev scores are the averaged weights' (so they differ from a plain run's), the averages
+    travel in every checkpoint, and a stopped and resumed run gives the uninterrupted one's history."""
+    cfg = dict(ema_decay=0.9, checkpoint_every=2)
+    model, opt = _model(0)
+    plain = fit(model, opt, _hooks(), _cfg(tmp_path / "plain", checkpoint_every=2))
+    model, opt = _model(0)
+    full = fit(model, opt, _hooks(), _cfg(tmp_path / "full", **cfg))
+    want = trainable_arrays(model)
+    assert full.history != plain.history and full.steps == plain.steps == 20
+    model, opt = _model(0)
+    with pytest.raises(Stop):
+        fit(model, opt, _hooks(stop_at), _cfg(tmp_path / "cut", **cfg))
+    assert all((p / "weight_averages.safetensors").is_file() for p in (tmp_path / "cut" / "checkpoints").iterdir())
+    model, opt = _model(123)
+    resumed = fit(model, opt, _hooks(), _cfg(tmp_path / "cut", resume=True, **cfg))
+    assert resumed.history == full.history and resumed.best_step == full.best_step
+    for k, v in trainable_arrays(model).items():  # training went on from the raw weights, not the averages
+        np.testing.assert_array_equal(v, want[k], err_msg=k)
+
+
+def test_weight_average_is_the_warmed_up_exponential_average_and_swaps_back():
+    from tasks.common.ema import WeightAverage
+
+    model = paddle.nn.Linear(2, 1)
+    w0 = model.weight.numpy().copy()
+    ema = WeightAverage(model, 0.5)
+    want = w0.copy()
+    for n, w in enumerate([1.0, 3.0, -2.0]):
+        model.weight.set_value(np.full_like(w0, w))
+        ema.update()
+        d = min(0.5, (1 + n) / (10 + n))  # (1 + n) / (10 + n) while below the decay: 0.1, 0.18, 0.25
+        want = d * want + (1 - d) * w
+    np.testing.assert_allclose(ema.shadow["weight"], want, rtol=1e-6)
+    with ema.applied():
+        np.testing.assert_allclose(model.weight.numpy(), want, rtol=1e-6)
+    np.testing.assert_array_equal(model.weight.numpy(), np.full_like(w0, -2.0))
+
+
 def test_a_fresh_run_refuses_a_folder_with_checkpoints(tmp_path):
     model, opt = _model(0)
     fit(model, opt, _hooks(), _cfg(tmp_path, epochs=1))

@@ -79,6 +79,7 @@ class BidafConfig:
     max_steps: int | None = None
     eval_every: int = 0              # steps; 0: once per epoch
     checkpoint_every: int = 100      # steps between resumable checkpoints besides those at evaluations; 0: none
+    ema_decay: float | None = None   # e.g. 0.999 (the BiDAF paper): score and save a moving average of the weights
     patience: int | None = None
     seed: int = 1
     resume: bool = False             # --resume: continue run_name's newest checkpoint
@@ -105,6 +106,8 @@ def configure(argv: Sequence[str] | None) -> tuple[BidafConfig, str | None]:
     validate.non_negative_float("grad_clip", cfg.grad_clip)
     for k in ("dev_max_questions", "test_max_questions"):
         validate.non_negative_int(k, getattr(cfg, k))
+    if cfg.ema_decay is not None:
+        validate.fraction("ema_decay", cfg.ema_decay, high_open=True)
     if cfg.doc_stride > cfg.max_context_len:
         raise UserError("doc_stride must not exceed max_context_len (windows would skip text)")
     return cfg, args.data_dir
@@ -221,7 +224,7 @@ def train(cfg: BidafConfig, cfg_dict: dict[str, Any], splits: dict[str, Split], 
     hooks = TaskHooks(train_batches, loss_fn, evaluate, save_best=save_best, batch_size_of=lambda b: len(b[0]))
     return fit(reader.model, opt, hooks, FitConfig(
         run_dir, metric="f1", epochs=cfg.epochs, max_steps=cfg.max_steps, eval_every=cfg.eval_every,
-        checkpoint_every=cfg.checkpoint_every,
+        checkpoint_every=cfg.checkpoint_every, ema_decay=cfg.ema_decay,
         patience=cfg.patience, desc=f"bidaf {cfg_dict['run_name']}",
         hparams={k: v for k, v in cfg_dict.items() if k in HPARAMS}, seed=cfg.seed, resume=cfg.resume,
         fingerprint=fit_fingerprint(cfg_dict)))

@@ -21,6 +21,7 @@ from elmo_paddle import checkpoint as ckpt
 from elmo_paddle.errors import UserError
 
 STATE, WEIGHTS, OPTIMIZER = "fit_state.json", "weights.safetensors", "optimizer.safetensors"
+AVERAGES = "weight_averages.safetensors"  # runs with `ema_decay` (tasks/common/ema.py)
 
 
 def trainable_arrays(model: paddle.nn.Layer) -> dict[str, np.ndarray]:
@@ -29,12 +30,15 @@ def trainable_arrays(model: paddle.nn.Layer) -> dict[str, np.ndarray]:
 
 
 def save(run_dir: Path, step: int, model: paddle.nn.Layer, optimizer: paddle.optimizer.Optimizer,
-         state: dict[str, Any], keep: int) -> Path:
-    """Write `run_dir/checkpoints/step-N` atomically, then keep the `keep` newest verified ones."""
+         state: dict[str, Any], keep: int, averages: dict[str, np.ndarray] | None = None) -> Path:
+    """Write `run_dir/checkpoints/step-N` atomically (with the weight averages, if the run keeps them), then
+    keep the `keep` newest verified ones."""
     arrays, extra = ckpt.optimizer_tensors(optimizer, model)
+    tensors = {WEIGHTS: trainable_arrays(model), OPTIMIZER: arrays}
+    if averages is not None:
+        tensors[AVERAGES] = averages
     path = ckpt.write_dir(Path(run_dir) / "checkpoints" / f"step-{step:08d}",
-                          {STATE: {**state, "optimizer_extra": extra}},
-                          {WEIGHTS: trainable_arrays(model), OPTIMIZER: arrays})
+                          {STATE: {**state, "optimizer_extra": extra}}, tensors)
     ckpt.prune_checkpoints(run_dir, keep)
     return path
 
@@ -89,3 +93,10 @@ def restore(path: Path, model: paddle.nn.Layer, optimizer: paddle.optimizer.Opti
     model.set_state_dict({k: paddle.to_tensor(a) for k, a in arrays.items()})
     ckpt.load_optimizer(optimizer, model, path, state.pop("optimizer_extra", {}))
     return state
+
+
+def load_averages(path: Path) -> dict[str, np.ndarray]:
+    """A checkpoint's weight averages (a run with `ema_decay` writes them with every checkpoint)."""
+    if not (path / AVERAGES).is_file():
+        raise UserError(f"{path} has no weight averages ({AVERAGES}): it was not written by a run with ema_decay")
+    return ckpt.load_tensors(path / AVERAGES)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -27,6 +28,7 @@ from elmo_paddle import checkpoint as ckpt
 from elmo_paddle.errors import UserError
 
 from . import fit_checkpoint
+from .ema import WeightAverage
 
 
 @dataclass
@@ -48,6 +50,7 @@ class FitConfig:
     resume: bool = False                 # continue from the newest checkpoint in run_dir/checkpoints
     checkpoint_every: int = 0            # also checkpoint every N steps (0: only after each dev evaluation)
     keep_checkpoints: int = 2            # newest verified checkpoints kept (older ones are pruned)
+    ema_decay: float | None = None       # evaluate and save a moving average of the weights (tasks/common/ema.py)
     fingerprint: dict[str, Any] | None = None  # settings a resumed run must share with the checkpoint's run
 
 
@@ -102,6 +105,7 @@ class _Fit:
         self.stop = self.stopped_early = False
         self.bad = 0  # consecutive non-finite losses
         self.bar: Any = None
+        self.ema = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay else None
 
     # ------------------------------------------------------------ resume
     # what a checkpoint's fit_state.json holds, besides the fingerprint
@@ -109,18 +113,23 @@ class _Fit:
                   "train_seconds", "stopped_early")
 
     def state(self) -> dict[str, Any]:
-        return {**{k: getattr(self, k) for k in self.STATE_KEYS}, "fingerprint": self.cfg.fingerprint or {}}
+        st = {**{k: getattr(self, k) for k in self.STATE_KEYS}, "fingerprint": self.cfg.fingerprint or {}}
+        if self.ema is not None:
+            st["ema_updates"] = self.ema.updates
+        return st
 
     def resume_from(self, path: Path) -> None:
         st = fit_checkpoint.restore(path, self.model, self.optimizer, self.cfg.fingerprint or {})
         for k in self.STATE_KEYS:
             setattr(self, k, st[k])
+        if self.ema is not None:
+            self.ema.load(fit_checkpoint.load_averages(path), st["ema_updates"])
         print(f"resumed from {path} at step {self.step} (epoch {self.epoch}, batch {self.batch_in_epoch})")
 
     def save_checkpoint(self) -> None:
         self.check_finite()
         fit_checkpoint.save(Path(self.cfg.run_dir), self.step, self.model, self.optimizer, self.state(),
-                            self.cfg.keep_checkpoints)
+                            self.cfg.keep_checkpoints, self.ema.shadow if self.ema is not None else None)
 
     def check_finite(self) -> None:
         if not all(bool(paddle.isfinite(p).all()) for p in self.model.parameters() if not p.stop_gradient):
@@ -146,6 +155,8 @@ class _Fit:
         loss.backward()
         self.optimizer.step()
         self.optimizer.clear_grad()
+        if self.ema is not None:
+            self.ema.update()
         self.step += 1
         self.bar.update(1)
         if ckpt.fault_at("kill", self.step):  # fault injection for the resume tests (ELMO_PADDLE_FAULT=kill@S)
@@ -160,23 +171,25 @@ class _Fit:
 
     def evaluate(self) -> None:
         """Score dev, log it, keep the best (saving it), decide whether to stop (patience, stop_at), and
-        checkpoint the run (after the decision, so a resumed run knows it)."""
+        checkpoint the run (after the decision, so a resumed run knows it).  With `ema_decay` the averaged
+        weights are scored and saved; training goes on from the raw ones."""
         cfg = self.cfg
-        self.model.eval()
-        with paddle.no_grad():
-            m = self.hooks.evaluate(self.model)
-        self.model.train()
-        m = {k: float(v) for k, v in m.items()}
-        self.history.append({"step": self.step, **m})
-        for k, v in m.items():
-            self.writer.add_scalar(f"dev/{k}", v, self.step)
-        if not self.best or m[cfg.metric] > self.best[cfg.metric]:
-            self.best, self.best_step, self.evals_since_best = m, self.step, 0
-            self.check_finite()
-            if self.hooks.save_best is not None:
-                self.hooks.save_best(self.model, m)
-        else:
-            self.evals_since_best += 1
+        with self.ema.applied() if self.ema is not None else nullcontext():
+            self.model.eval()
+            with paddle.no_grad():
+                m = self.hooks.evaluate(self.model)
+            self.model.train()
+            m = {k: float(v) for k, v in m.items()}
+            self.history.append({"step": self.step, **m})
+            for k, v in m.items():
+                self.writer.add_scalar(f"dev/{k}", v, self.step)
+            if not self.best or m[cfg.metric] > self.best[cfg.metric]:
+                self.best, self.best_step, self.evals_since_best = m, self.step, 0
+                self.check_finite()
+                if self.hooks.save_best is not None:
+                    self.hooks.save_best(self.model, m)
+            else:
+                self.evals_since_best += 1
         if (cfg.patience is not None and self.evals_since_best >= cfg.patience) \
                 or (cfg.stop_at is not None and self.best[cfg.metric] >= cfg.stop_at):
             self.stop = self.stopped_early = True
