@@ -45,7 +45,7 @@ lane1() {
   if [ ! -f runs_bidaf_full/bidaf/elmo-mod-f1-s1/metrics.json ]; then  # ELMo also at the modeling layer's output
     OMP_NUM_THREADS=1 taskset -c 1 "$PY" -m tasks.bidaf.finetune --config configs/bidaf.yaml --train-fraction 1.0 \
       --seed 1 --run-name elmo-mod-f1-s1 --resume --data-dir "$DATA" --elmo-model zh-char-elmo \
-      runs_dir=runs_bidaf_full/bidaf epochs=20 patience=3 elmo_at_modeling=true >> logs/bidaf_elmo_mod.log 2>&1 || return
+      runs_dir=runs_bidaf_full/bidaf epochs=20 patience=3 ema_decay=0.999 elmo_at_modeling=true >> logs/bidaf_elmo_mod.log 2>&1 || return
   fi
   pipeline 1 pipeline_lac_fractions "lac.variants=[elmo]" || return
   pipeline 1 pipeline_msra "lac.variants=[elmo]"
