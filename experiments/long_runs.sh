@@ -59,9 +59,12 @@ fi
 lanes=${1:-0 1}  # `$0 1`: lane 1 only (e.g. after changing its queue while lane 0 trains)
 for lane in $lanes; do
   case $lane in 0 | 1) ;; *) echo "usage: $0 [status|0|1]" >&2; exit 2 ;; esac
-  # one copy per lane: the lane's lock is held by it and everything it starts
-  ( flock -n 9 || { echo "lane $lane is already running (see '$0 status'); not starting a second copy" >&2; exit 1; }
-    "lane$lane" ) 9> "logs/lane$lane.lock" &
+  if ! flock -n "logs/lane$lane.lock" true; then  # held by a running lane (or a run it started)
+    echo "lane $lane is already running (see '$0 status'); not starting a second copy" >&2
+    exit 1
+  fi
 done
-sleep 1
-echo "lane(s) $lanes (0: biLM then LAC baselines, 1: task runs); '$0 status' shows where they are"
+for lane in $lanes; do  # each lane holds its lock while it, or anything it started, is alive
+  ( flock -n 9 || exit 1; "lane$lane" ) 9> "logs/lane$lane.lock" &
+done
+echo "started lane(s) $lanes (0: biLM then LAC baselines, 1: task runs); '$0 status' shows where they are"
