@@ -104,6 +104,10 @@ class BiGru:
         self.layers = [[_Direction(*(params[f"{w}_l{i}{sfx}"] for w in names), bf16=self.bf16)
                         for sfx in ("", "_reverse")] for i in range(gru.num_layers)]
         self.H = self.layers[0][0].H
+        # both directions' input weights and biases side by side, per layer (and in bf16), made once
+        self.w_in = [np.concatenate([d.w_in for d in dirs], axis=1) for dirs in self.layers]  # [D, 6H]
+        self.b_in = [np.concatenate([d.b_in for d in dirs]) for dirs in self.layers]
+        self.w_in16 = [bf16_gemm.to_bf16(w) for w in self.w_in] if self.bf16 else None
         self.table, self.n_emb = None, 0
         if embedding is not None:  # the embedding's share of the first layer's input gates, per vocabulary entry
             self.n_emb = embedding.shape[1]
@@ -113,16 +117,15 @@ class BiGru:
     def _input_gates(self, layer: int, x: np.ndarray, rows: slice = slice(None), bias: bool = True,
                      bf16: bool = True) -> np.ndarray:
         """`[N, 6H]`: `x [N, D] @ W_in[rows] (+ b_in)` for both directions (bf16 on AMX when enabled and `bf16`)."""
-        dirs = self.layers[layer]
-        w = np.ascontiguousarray(np.concatenate([d.w_in[rows] for d in dirs], axis=1))
+        w = self.w_in[layer][rows]  # a block of rows: still C-contiguous
         x = np.ascontiguousarray(x, dtype=np.float32)
         out = np.empty((x.shape[0], w.shape[1]), dtype=np.float32)
         if bf16 and self.bf16 and x.shape[0] > 0:
-            bf16_gemm.matmul(bf16_gemm.round_into(x, np.empty(x.shape, dtype=np.uint16)), bf16_gemm.to_bf16(w), out)
+            bf16_gemm.matmul(bf16_gemm.round_into(x, np.empty(x.shape, dtype=np.uint16)), self.w_in16[layer][rows], out)
         else:
             gemm(x, w, out)
         if bias:
-            out += np.concatenate([d.b_in for d in dirs])
+            out += self.b_in[layer]
         return out
 
     def __call__(self, lengths: np.ndarray, *, ids: np.ndarray | None = None, x: np.ndarray | None = None

@@ -70,14 +70,15 @@ def _read_run(m: Path) -> dict[str, Any] | None:
     hist = [{k: x for k, x in h.items() if _is_score(x)} for h in hist if isinstance(h, dict)
             and _is_score(h.get("step"))] if isinstance(hist, list) else []
     seconds = data.get("train_seconds")
-    if _early_stopped(data, cfg, hist):  # its length came from early stopping, not from its epochs/steps cap
+    early = _early_stopped(data, cfg, hist)
+    if early:  # its length came from early stopping, not from its epochs/steps cap
         cfg = {**cfg, **{k: "early stop" for k in ("epochs", "max_steps") if cfg.get(k) is not None}}
     best_dev = data.get("best_dev")
     return {"task": m.parent.parent.name, "name": m.parent.name,
             "variant": "+ELMo" if cfg.get("elmo_model") else "baseline",
             "best_dev": best_dev.get(CURVE_METRIC) if isinstance(best_dev, dict) else None,
             "best_step": data.get("best_step"), "steps": data.get("steps"),
-            "early_stop": cfg.get("epochs") == "early stop" or cfg.get("max_steps") == "early stop",
+            "early_stop": early,
             "fraction": float(cfg.get("train_fraction", 1.0)) if _is_score(cfg.get("train_fraction", 1.0)) else 1.0,
             "seed": cfg.get("seed"), "test": {k: x for k, x in test.items() if _is_score(x)},
             "train_seconds": seconds if _is_score(seconds) else None, "history": hist, "config": cfg}

@@ -16,6 +16,8 @@ from typing import Iterator
 import numpy as np
 import paddle
 
+from elmo_paddle.errors import UserError
+
 
 class WeightAverage:
     """Parameters: `model` (its trainable entries, by `state_dict` name, are averaged) and `decay` in (0, 1)."""
@@ -46,11 +48,9 @@ class WeightAverage:
             for k, p in self.params.items():
                 p.set_value(raw[k])
 
-    def state(self) -> tuple[dict[str, np.ndarray], int]:
-        return self.shadow, self.updates
-
     def load(self, arrays: dict[str, np.ndarray], updates: int) -> None:
+        """Continue the averages a checkpoint holds (`shadow` and `updates` are what it saved)."""
         if set(arrays) != set(self.shadow) or any(arrays[k].shape != self.shadow[k].shape for k in arrays):
-            raise ValueError("the checkpoint's weight averages do not fit this model")
+            raise UserError("the checkpoint's weight averages do not fit this model")
         self.shadow = {k: np.array(a, dtype=self.shadow[k].dtype) for k, a in arrays.items()}
         self.updates = int(updates)
