@@ -14,9 +14,11 @@ counts, same held-out tokens), ship that one instead, so the held-out split stay
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-import elmo_paddle  # noqa: F401  (env before paddle)
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from any folder
+import elmo_paddle  # noqa: E402,F401  (env before paddle)
 from elmo_paddle import checkpoint as ckpt
 from elmo_paddle.data_dir import resolve_data_dir
 from elmo_paddle.model_io import PRETRAINED_DIR, resolve_model_dir

@@ -1,6 +1,6 @@
 """Copy a trained task model (a LAC tagger or a BiDAF reader, its best/ folder) into `pretrained/<name>/`.
 
-    PYTHONPATH=. python experiments/ship_task_model.py --model runs_full/lac/elmo-f1-s1/best --name lac-pd1998-elmo
+    python experiments/ship_task_model.py --model runs_full/lac/elmo-f1-s1/best --name lac-pd1998-elmo
 
 Keeps every JSON file and the weights bit for bit and writes a fresh sha256 manifest (atomically).  A +ELMo
 model must name a *shipped* biLM (`elmo_model: zh-char-elmo`, checked against its recorded weights' sha256):
@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
-import elmo_paddle  # noqa: F401  (env before paddle)
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from any folder
+import elmo_paddle  # noqa: E402,F401  (env before paddle)
 from elmo_paddle import checkpoint as ckpt
 from elmo_paddle.model_io import PRETRAINED_DIR
 from tasks.common import elmo_ref

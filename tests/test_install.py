@@ -13,7 +13,8 @@ def test_installed_package_finds_the_shipped_model_from_another_folder(tmp_path)
                         "--target", str(target), str(REPO)], capture_output=True, text=True, timeout=600,
                        cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert (target / "elmo_paddle" / "pretrained" / "zh-char-elmo" / "weights.safetensors").is_file()
+    for name in ("zh-char-elmo", "zh-char-elmo-v2", "lac-pd1998-elmo"):
+        assert (target / "elmo_paddle" / "pretrained" / name / "manifest.json").is_file(), name
     code = ("from elmo_paddle import Elmo; e = Elmo('zh-char-elmo'); print(e.model_dir); "
             "print('x'.join(map(str, e.encode(e.batch_to_ids(['中国人民'])).shape)))")
     env = dict(os.environ, PYTHONPATH=str(target))  # not the checkout: only the installed copy
@@ -21,4 +22,4 @@ def test_installed_package_finds_the_shipped_model_from_another_folder(tmp_path)
                        env=env)
     assert r.returncode == 0, r.stderr[-2000:]
     where, shape = r.stdout.split()[:2]
-    assert Path(where).is_relative_to(target) and shape == "1x3x4x256"
+    assert Path(where).is_relative_to(target) and shape == "1x3x4x512"  # v3: projection 256 per direction

@@ -2,6 +2,7 @@
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import paddle
@@ -11,12 +12,13 @@ import elmo_paddle  # noqa: F401  (env before paddle)
 from elmo_paddle import checkpoint as ckpt
 from elmo_paddle.model_io import PRETRAINED_DIR, shipped_models
 
-NAME = "zh-char-elmo"
+NAME = "zh-char-elmo"  # the default biLM (v3); v2 stays beside it for the tagger trained with it
 
 
-def test_shipped_elmo_is_complete_and_verifies_against_its_manifest():
-    assert NAME in shipped_models()
-    folder = PRETRAINED_DIR / NAME
+@pytest.mark.parametrize("name", [NAME, "zh-char-elmo-v2"])
+def test_shipped_elmo_is_complete_and_verifies_against_its_manifest(name):
+    assert name in shipped_models()
+    folder = PRETRAINED_DIR / name
     manifest = ckpt.verify_dir(folder)
     assert {"weights.safetensors", "config.json", "vocab.json", "corpus.json"} <= set(manifest["files"])
     assert (folder / "MODEL_CARD.md").is_file()
@@ -48,6 +50,16 @@ def test_cli_takes_the_name():
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-500:]
     assert '"ppl_fwd"' in r.stdout
+
+
+def test_the_shipped_elmo_tagger_names_the_biLM_it_was_trained_with():
+    """v3 took the name `zh-char-elmo`; the tagger trained on v2 must find v2 (by its sha256), not v3."""
+    from tasks.common import elmo_ref
+
+    folder = PRETRAINED_DIR / "lac-pd1998-elmo"
+    cfg = ckpt.read_json(folder, "config.json")
+    assert Path(elmo_ref.resolve(cfg, folder)).resolve() == (PRETRAINED_DIR / "zh-char-elmo-v2").resolve()
+    assert elmo_ref.weights_sha256(PRETRAINED_DIR / NAME) != cfg["elmo_weights_sha256"]
 
 
 @pytest.mark.parametrize("name", ["lac-pd1998", "lac-pd1998-elmo"])
