@@ -81,7 +81,21 @@ def _read_run(m: Path) -> dict[str, Any] | None:
             "early_stop": early,
             "fraction": float(cfg.get("train_fraction", 1.0)) if _is_score(cfg.get("train_fraction", 1.0)) else 1.0,
             "seed": cfg.get("seed"), "test": {k: x for k, x in test.items() if _is_score(x)},
-            "train_seconds": seconds if _is_score(seconds) else None, "history": hist, "config": cfg}
+            "train_seconds": seconds if _is_score(seconds) else None, "history": hist, "config": cfg,
+            "bilm": _bilm_id(m.parent, cfg)}
+
+
+def _bilm_id(run_dir: Path, cfg: dict) -> str | None:
+    """Which biLM a +ELMo run read: its name plus the weights' sha256 that its saved model recorded.  A name
+    alone is not enough: `zh-char-elmo` was v2 for the runs of the fifth to seventh sessions and is v3 since."""
+    if not cfg.get("elmo_model"):
+        return None
+    sha = cfg.get("elmo_weights_sha256")
+    for sub in ("best", "model"):  # LAC saves best/, BiDAF model/; metrics.json's config predates the checksum
+        saved = _read_json(run_dir / sub / "config.json") if (run_dir / sub / "config.json").is_file() else None
+        if not sha and isinstance(saved, dict):
+            sha = saved.get("elmo_weights_sha256")
+    return f"{cfg['elmo_model']} ({sha[:8]})" if isinstance(sha, str) else str(cfg["elmo_model"])
 
 
 def _early_stopped(data: dict, cfg: dict, hist: list[dict]) -> bool:
@@ -142,7 +156,7 @@ def make_table(runs: list[dict[str, Any]]) -> str:
              "|---|---|---|---|---|---|---|---|"]
     for (task, frac, protocol) in sorted(groups):
         g = groups[(task, frac, protocol)]
-        biLMs = sorted({str(r["config"].get("elmo_model")) for r in g.get("+ELMo", [])})
+        biLMs = sorted({str(r["bilm"]) for r in g.get("+ELMo", [])})
         if len(biLMs) > 1:
             print(f"warning: {task} {frac:g}: the +ELMo runs use {len(biLMs)} different biLMs "
                   f"({', '.join(biLMs)}); their scores are averaged together", file=sys.stderr)

@@ -80,6 +80,25 @@ def test_runs_of_different_protocols_are_not_averaged(tmp_path, capsys):
     assert "2 different biLMs" in capsys.readouterr().err
 
 
+def test_one_biLM_name_with_two_weights_is_two_biLMs(tmp_path, capsys):
+    """`zh-char-elmo` named v2, then v3: runs that record different weights' sha256 under one name are not
+    averaged silently (the checksum comes from the run's saved model, as metrics.json's config predates it)."""
+    for i, sha in enumerate(["aa" * 32, "bb" * 32, "aa" * 32]):
+        d = tmp_path / "lac" / f"elmo-s{i}"
+        (d / "best").mkdir(parents=True)
+        cfg = {"elmo_model": "zh-char-elmo", "train_fraction": 1.0, "seed": i, "run_name": d.name}
+        (d / "metrics.json").write_text(json.dumps({"score_scale": "percent", "test": {"f1": 90.0}, "config": cfg,
+                                                    "train_seconds": 1.0}))
+        (d / "best" / "config.json").write_text(json.dumps({**cfg, "elmo_weights_sha256": sha}))
+    runs = load_runs(tmp_path)
+    assert sorted(r["bilm"] for r in runs) == ["zh-char-elmo (aaaaaaaa)"] * 2 + ["zh-char-elmo (bbbbbbbb)"]
+    make_table(runs)
+    err = capsys.readouterr().err
+    assert "2 different biLMs" in err and "zh-char-elmo (bbbbbbbb)" in err
+    make_table([r for r in runs if r["bilm"].endswith("(aaaaaaaa)")])
+    assert "different biLMs" not in capsys.readouterr().err
+
+
 def test_runs_stopped_by_patience_compare_across_epoch_caps(tmp_path):
     """Early stopping ended both runs (3 evaluations after the best with patience 3): their different `epochs`
     caps never acted, so they are one group; a run that hit its cap stays apart."""
