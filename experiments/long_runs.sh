@@ -3,11 +3,12 @@
 # core, each a queue of resumable commands.  Rerun the same script after any stop (a session's end, a crash):
 # every run resumes exactly from its last checkpoint and finished runs are skipped.
 #
-#   lane 0 (core 0): the next shipped biLM, configs/elmo_medium.yaml (bf16 where the CPU has AMX; ~2,000
-#                    tokens/s, 19,104 steps, ~5.5 hours on one core) -> the baselines of LAC 5% / 20% and MSRA
-#   lane 1 (core 1): LAC on all of PD1998 (3 seeds) -> BiDAF on all of CMRC 2018 (2 seeds: baselines, then +ELMo,
-#                    then the ELMo-at-the-modeling-layer row) -> the +ELMo runs of LAC 5% / 20% and MSRA NER; one run at a
-#                    time, one thread
+#   lane 0 (core 0): the shipped biLM v3, configs/elmo_medium.yaml (bf16 where the CPU has AMX; ~2,000
+#                    tokens/s, 19,104 steps, ~6.5 hours on one core; done) -> LAC 100% +ELMo with it (3 seeds)
+#                    -> the baselines of LAC 5% / 20% and MSRA
+#   lane 1 (core 1): LAC on all of PD1998 (3 seeds; done) -> BiDAF on all of CMRC 2018 (seed 1 of baseline and
+#                    +ELMo, then seed 2 of both, then the ELMo-at-the-modeling-layer row) -> the +ELMo runs
+#                    of LAC 5% / 20% and MSRA NER; one run at a time, one thread
 #
 #   experiments/long_runs.sh            # both lanes in the background; logs in logs/
 #   experiments/long_runs.sh status     # where each lane is
@@ -32,15 +33,17 @@ lane0() {
     ELMO_PADDLE_BF16=1 taskset -c 0 "$PY" -m elmo_paddle.pretrain --config configs/elmo_medium.yaml --data-dir "$DATA" \
       --no-progress --resume >> logs/elmo_medium.log 2>&1 || return
   fi
-  # then the baselines of the LAC rows (they need no biLM); lane 1 runs their +ELMo runs, so no run is in both lanes
+  # LAC at 100% +ELMo with the shipped biLM v3 (the v2 runs are kept in runs_full_v2/), then the baselines of
+  # the LAC rows (they need no biLM); lane 1 runs their +ELMo runs, so no run is in both lanes
+  pipeline 0 pipeline_lac_full "lac.variants=[elmo]" || return
   pipeline 0 pipeline_lac_fractions "lac.variants=[baseline]" || return
   pipeline 0 pipeline_msra "lac.variants=[baseline]"
 }
 
 lane1() {
   pipeline 1 pipeline_lac_full || return
-  # BiDAF's baselines first: its +ELMo runs should use the best biLM, which lane 0 is still training
-  pipeline 1 pipeline_bidaf_full "bidaf.variants=[baseline]" || return
+  # BiDAF: seed 1 of both variants first (the comparison the issue asks for, one seed), then seed 2 of both
+  pipeline 1 pipeline_bidaf_full "bidaf.variants=[baseline,elmo]" "bidaf.seeds=[1]" || return
   pipeline 1 pipeline_bidaf_full "bidaf.variants=[baseline,elmo]" || return
   if [ ! -f runs_bidaf_full/bidaf/elmo-mod-f1-s1/metrics.json ]; then  # ELMo also at the modeling layer's output
     OMP_NUM_THREADS=1 taskset -c 1 "$PY" -m tasks.bidaf.finetune --config configs/bidaf.yaml --train-fraction 1.0 \
