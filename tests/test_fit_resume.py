@@ -140,6 +140,26 @@ def test_a_fresh_run_refuses_a_folder_with_checkpoints(tmp_path):
         fit(*_model(0), _hooks(), _cfg(tmp_path, epochs=1))
 
 
+def test_a_run_folder_another_process_trains_is_refused_and_freed_when_it_ends(tmp_path):
+    """Two queues that both list a run must not train it at once (both would write its checkpoints)."""
+    from tasks.common.fit_checkpoint import hold
+
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; sys.path.insert(0, sys.argv[1]); "
+                               "from tasks.common.fit_checkpoint import hold\nwith hold(__import__('pathlib').Path(sys.argv[2])):"
+                               "\n print('held', flush=True); time.sleep(60)", str(REPO), str(tmp_path)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(UserError, match=f"being trained by another process \\(pid {holder.pid}\\)"):
+            fit(*_model(0), _hooks(), _cfg(tmp_path, epochs=1, resume=True))
+    finally:
+        holder.kill()  # as kill -9: the kernel frees the lock
+        holder.wait()
+    with hold(tmp_path):
+        pass
+    fit(*_model(0), _hooks(), _cfg(tmp_path, epochs=1, resume=True))
+
+
 def test_resume_with_changed_settings_is_refused(tmp_path):
     fit(*_model(0), _hooks(), _cfg(tmp_path, epochs=1))
     with pytest.raises(UserError, match="settings changed.*lr"):

@@ -11,8 +11,11 @@ folder, and the task models keep no other state that changes while training (no 
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import paddle
@@ -22,6 +25,25 @@ from elmo_paddle.errors import UserError
 
 STATE, WEIGHTS, OPTIMIZER = "fit_state.json", "weights.safetensors", "optimizer.safetensors"
 AVERAGES = "weight_averages.safetensors"  # runs with `ema_decay` (tasks/common/ema.py)
+
+
+@contextlib.contextmanager
+def hold(run_dir: Path) -> Iterator[None]:
+    """Own `run_dir` while training: a second process on the same run (e.g. two queues that both list it) is a
+    one-line error instead of both writing its checkpoints and logs.  An flock: the kernel frees it when the
+    holder dies, even by `kill -9`, so a crashed run never leaves a stale lock behind."""
+    with open(Path(run_dir) / ".train.lock", "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            raise UserError(f"{run_dir} is being trained by another process (pid {f.read().strip() or '?'}); "
+                            "wait for it or stop it, then --resume") from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        yield
 
 
 def trainable_arrays(model: paddle.nn.Layer) -> dict[str, np.ndarray]:

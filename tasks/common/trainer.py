@@ -251,17 +251,19 @@ def fit(model: paddle.nn.Layer, optimizer: paddle.optimizer.Optimizer, hooks: Ta
 
     With `cfg.resume`, continues from the newest verified checkpoint in `cfg.run_dir/checkpoints` (a finished
     run returns its result without training; a larger `epochs`/`max_steps` extends it).  Without it, a
-    run_dir that holds checkpoints is refused with a one-line error.
+    run_dir that holds checkpoints is refused with a one-line error, and so is a run_dir another process is
+    training (`fit_checkpoint.hold`).
     """
     from visualdl import LogWriter
 
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    last = fit_checkpoint.to_resume(run_dir, cfg.resume)
-    with LogWriter(logdir=str(run_dir)) as writer:
-        run = _Fit(model, optimizer, hooks, cfg, writer)
-        if last is not None:
-            run.resume_from(last)
-        result = run.run()
-    (run_dir / "history.json").write_text(json.dumps(result.__dict__, indent=1, ensure_ascii=False))
+    with fit_checkpoint.hold(run_dir):
+        last = fit_checkpoint.to_resume(run_dir, cfg.resume)
+        with LogWriter(logdir=str(run_dir)) as writer:
+            run = _Fit(model, optimizer, hooks, cfg, writer)
+            if last is not None:
+                run.resume_from(last)
+            result = run.run()
+        (run_dir / "history.json").write_text(json.dumps(result.__dict__, indent=1, ensure_ascii=False))
     return result
