@@ -91,10 +91,11 @@ def _bilm_id(run_dir: Path, cfg: dict) -> str | None:
     if not cfg.get("elmo_model"):
         return None
     sha = cfg.get("elmo_weights_sha256")
-    for sub in ("best", "model"):  # LAC saves best/, BiDAF model/; metrics.json's config predates the checksum
-        saved = _read_json(run_dir / sub / "config.json") if (run_dir / sub / "config.json").is_file() else None
-        if not sha and isinstance(saved, dict):
-            sha = saved.get("elmo_weights_sha256")
+    for saved in (run_dir / "best" / "config.json", run_dir / "model" / "config.json"):  # LAC's, BiDAF's
+        if sha or not saved.is_file():  # metrics.json's config predates the checksum; the saved model has it
+            continue
+        data = _read_json(saved)
+        sha = data.get("elmo_weights_sha256") if isinstance(data, dict) else None
     return f"{cfg['elmo_model']} ({sha[:8]})" if isinstance(sha, str) else str(cfg["elmo_model"])
 
 

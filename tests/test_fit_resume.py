@@ -144,10 +144,11 @@ def test_a_run_folder_another_process_trains_is_refused_and_freed_when_it_ends(t
     """Two queues that both list a run must not train it at once (both would write its checkpoints)."""
     from tasks.common.fit_checkpoint import hold
 
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; sys.path.insert(0, sys.argv[1]); "
-                               "from tasks.common.fit_checkpoint import hold\nwith hold(__import__('pathlib').Path(sys.argv[2])):"
-                               "\n print('held', flush=True); time.sleep(60)", str(REPO), str(tmp_path)],
-                              stdout=subprocess.PIPE, text=True)
+    script = ("import sys, time\nfrom pathlib import Path\nsys.path.insert(0, sys.argv[1])\n"
+              "from tasks.common.fit_checkpoint import hold\n"
+              "with hold(Path(sys.argv[2])):\n    print('held', flush=True)\n    time.sleep(60)\n")
+    holder = subprocess.Popen([sys.executable, "-c", script, str(REPO), str(tmp_path)], stdout=subprocess.PIPE,
+                              text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(UserError, match=f"being trained by another process \\(pid {holder.pid}\\)"):
