@@ -85,3 +85,41 @@ def test_shipped_tagger_reproduces_its_model_card(name):
     import json
 
     assert round(json.loads(r.stdout[r.stdout.index("{"):r.stdout.rindex("}") + 1])["pd_lac"]["seg_f1"], 2) == want
+
+
+@pytest.mark.parametrize("name", ["bidaf-cmrc2018"])
+def test_shipped_reader_reproduces_its_model_card(name, tmp_path):
+    """A shipped reader answers by name, and the card's score on the first 50 dev articles is what the
+    predict path + the official metric give (the card's whole-dev F1 comes from the same two commands)."""
+    import gzip
+    import json
+    import re
+
+    from elmo_paddle.data_dir import resolve_data_dir
+
+    folder = PRETRAINED_DIR / name
+    assert name in shipped_models() and (folder / "MODEL_CARD.md").is_file()
+    ckpt.verify_dir(folder)
+    r = subprocess.run([sys.executable, "-m", "tasks.bidaf.predict", "--model", name, "--context",
+                        "《战国无双3》是由光荣和ω-force开发的动作游戏。", "--question", "《战国无双3》是由哪两个公司合作开发的？"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip() == "光荣和ω-force", (r.stdout, r.stderr[-500:])
+    data = resolve_data_dir()
+    if data is None or not (data / "cmrc2018" / "cmrc2018_dev.json.gz").is_file():
+        pytest.skip("needs the data sets for the card's dev score")
+    with gzip.open(data / "cmrc2018" / "cmrc2018_dev.json.gz", "rt", encoding="utf-8") as fh:
+        dev = json.load(fh)
+    dev["data"] = dev["data"][:50]
+    questions, preds = tmp_path / "dev50.json", tmp_path / "preds.json"
+    questions.write_text(json.dumps(dev, ensure_ascii=False), encoding="utf-8")
+    r = subprocess.run([sys.executable, "-m", "tasks.bidaf.predict", "--model", name, "--input", str(questions),
+                        "--output", str(preds)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-500:]
+    r = subprocess.run([sys.executable, "-m", "tasks.bidaf.evaluate", str(questions), str(preds)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-500:]
+    got = json.loads(r.stdout)
+    card = (folder / "MODEL_CARD.md").read_text(encoding="utf-8")
+    want = re.search(r"first 50 articles of dev \((\d+) questions\)[^F]*F1 \*\*([\d.]+)\*\*, EM \*\*([\d.]+)\*\*", card)
+    assert want, "the card states the score on the first 50 dev articles"
+    assert (got["total"], got["f1"], got["em"]) == (int(want.group(1)), float(want.group(2)), float(want.group(3)))
