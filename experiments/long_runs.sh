@@ -5,10 +5,11 @@
 #
 #   lane 0 (core 0): the shipped biLM v3, configs/elmo_medium.yaml (bf16 where the CPU has AMX; ~2,000
 #                    tokens/s, 19,104 steps, ~6.5 hours on one core; done) -> LAC 100% +ELMo with it (3 seeds)
-#                    -> the baselines of LAC 5% / 20% and MSRA
+#                    -> LAC 5% / 20% (both variants) -> MSRA NER (both variants)
 #   lane 1 (core 1): LAC on all of PD1998 (3 seeds; done) -> BiDAF on all of CMRC 2018 (seed 1 of baseline and
-#                    +ELMo, then seed 2 of both, then the ELMo-at-the-modeling-layer row) -> the +ELMo runs
-#                    of LAC 5% / 20% and MSRA NER; one run at a time, one thread
+#                    +ELMo, then seed 2 of both, then the ELMo-at-the-modeling-layer row); one run at a time,
+#                    one thread.  The LAC rows are all lane 0's since the ninth session: BiDAF alone is ~15
+#                    hours of one core, the LAC rows ~13
 #
 #   experiments/long_runs.sh            # both lanes in the background; logs in logs/
 #   experiments/long_runs.sh status     # where each lane is
@@ -33,11 +34,11 @@ lane0() {
     ELMO_PADDLE_BF16=1 taskset -c 0 "$PY" -m elmo_paddle.pretrain --config configs/elmo_medium.yaml --data-dir "$DATA" \
       --no-progress --resume >> logs/elmo_medium.log 2>&1 || return
   fi
-  # LAC at 100% +ELMo with the shipped biLM v3 (the v2 runs are kept in runs_full_v2/), then the baselines of
-  # the LAC rows (they need no biLM); lane 1 runs their +ELMo runs, so no run is in both lanes
+  # LAC at 100% +ELMo with the shipped biLM v3 (the v2 runs are kept in runs_full_v2/; lane 1 ran the
+  # baselines), then the 5% / 20% rows and MSRA, baseline and +ELMo seed by seed
   pipeline 0 pipeline_lac_full "lac.variants=[elmo]" || return
-  pipeline 0 pipeline_lac_fractions "lac.variants=[baseline]" || return
-  pipeline 0 pipeline_msra "lac.variants=[baseline]"
+  pipeline 0 pipeline_lac_fractions || return
+  pipeline 0 pipeline_msra
 }
 
 lane1() {
@@ -48,10 +49,8 @@ lane1() {
   if [ ! -f runs_bidaf_full/bidaf/elmo-mod-f1-s1/metrics.json ]; then  # ELMo also at the modeling layer's output
     OMP_NUM_THREADS=1 taskset -c 1 "$PY" -m tasks.bidaf.finetune --config configs/bidaf.yaml --train-fraction 1.0 \
       --seed 1 --run-name elmo-mod-f1-s1 --resume --data-dir "$DATA" --elmo-model zh-char-elmo \
-      runs_dir=runs_bidaf_full/bidaf epochs=20 patience=3 ema_decay=0.999 elmo_at_modeling=true >> logs/bidaf_elmo_mod.log 2>&1 || return
+      runs_dir=runs_bidaf_full/bidaf epochs=20 patience=3 ema_decay=0.999 elmo_at_modeling=true >> logs/bidaf_elmo_mod.log 2>&1
   fi
-  pipeline 1 pipeline_lac_fractions "lac.variants=[elmo]" || return
-  pipeline 1 pipeline_msra "lac.variants=[elmo]"
 }
 
 if [ "${1:-}" = status ]; then
