@@ -75,7 +75,7 @@ def _read_run(m: Path) -> dict[str, Any] | None:
         cfg = {**cfg, **{k: "early stop" for k in ("epochs", "max_steps") if cfg.get(k) is not None}}
     best_dev = data.get("best_dev")
     return {"task": m.parent.parent.name, "name": m.parent.name,
-            "variant": "+ELMo" if cfg.get("elmo_model") else "baseline",
+            "variant": _variant(cfg),
             "best_dev": best_dev.get(CURVE_METRIC) if isinstance(best_dev, dict) else None,
             "best_step": data.get("best_step"), "steps": data.get("steps"),
             "early_stop": early,
@@ -83,6 +83,17 @@ def _read_run(m: Path) -> dict[str, Any] | None:
             "seed": cfg.get("seed"), "test": {k: x for k, x in test.items() if _is_score(x)},
             "train_seconds": seconds if _is_score(seconds) else None, "history": hist, "config": cfg,
             "bilm": _bilm_id(m.parent, cfg)}
+
+
+# where a +ELMo model reads the mix besides its input: each placement is a variant of its own (the ELMo paper's
+# SQuAD model, BiDAF's `elmo_at_modeling`, LAC's `elmo_at_output`), never averaged with the input-only runs
+_PLACEMENTS = (("elmo_at_modeling", "+ELMo (also at the modeling layer)"), ("elmo_at_output", "+ELMo (also at output)"))
+
+
+def _variant(cfg: dict) -> str:
+    if not cfg.get("elmo_model"):
+        return "baseline"
+    return next((label for key, label in _PLACEMENTS if cfg.get(key)), "+ELMo")
 
 
 def _bilm_id(run_dir: Path, cfg: dict) -> str | None:
@@ -157,25 +168,32 @@ def make_table(runs: list[dict[str, Any]]) -> str:
              "|---|---|---|---|---|---|---|---|"]
     for (task, frac, protocol) in sorted(groups):
         g = groups[(task, frac, protocol)]
-        biLMs = sorted({str(r["bilm"]) for r in g.get("+ELMo", [])})
-        if len(biLMs) > 1:
-            print(f"warning: {task} {frac:g}: the +ELMo runs use {len(biLMs)} different biLMs "
-                  f"({', '.join(biLMs)}); their scores are averaged together", file=sys.stderr)
-        where = f"{frac:g}" + (f" ({protocol})" if protocol else "")
-        metrics = [k for k in METRICS if any(k in r["test"] for v in g.values() for r in v)]
-        if not metrics:
-            metrics = sorted({k for v in g.values() for r in v for k, x in r["test"].items()
-                              if isinstance(x, (int, float))})
-        for k in metrics:
-            b = [r["test"][k] for r in g.get("baseline", []) if k in r["test"]]
-            e = [r["test"][k] for r in g.get("+ELMo", []) if k in r["test"]]
-            delta = f"{statistics.mean(e) - statistics.mean(b):+.2f}" if b and e else "–"
-            ts = "/".join(f"{statistics.mean([r['train_seconds'] for r in g.get(v, [])]):.0f}"
-                          if g.get(v) and all(r["train_seconds"] is not None for r in g[v]) else "–"
-                          for v in ("baseline", "+ELMo"))
-            lines.append(f"| {task} | {where} | {k} | {_fmt(b)} | {_fmt(e)} | {delta} | "
-                         f"{len(g.get('baseline', []))}/{len(g.get('+ELMo', []))} | {ts} |")
+        # the input-only +ELMo first (or alone: a baseline-only group), then each other placement, own rows
+        elmos = sorted((v for v in g if v != "baseline"), key=lambda v: (v != "+ELMo", v)) or ["+ELMo"]
+        for elmo in elmos:
+            where = f"{frac:g}" + (f" ({protocol})" if protocol else "") + ("" if elmo == "+ELMo" else f", {elmo}")
+            lines.extend(_group_rows(task, where, g.get("baseline", []), g.get(elmo, [])))
     return "\n".join(lines) + "\n"
+
+
+def _group_rows(task: str, where: str, base: list[dict], elmo: list[dict]) -> list[str]:
+    """The table rows of one comparison: each metric's baseline and +ELMo mean ± sd, Δ, seeds, train s."""
+    biLMs = sorted({str(r["bilm"]) for r in elmo})
+    if len(biLMs) > 1:
+        print(f"warning: {task} {where}: the +ELMo runs use {len(biLMs)} different biLMs "
+              f"({', '.join(biLMs)}); their scores are averaged together", file=sys.stderr)
+    metrics = [k for k in METRICS if any(k in r["test"] for r in base + elmo)]
+    if not metrics:
+        metrics = sorted({k for r in base + elmo for k, x in r["test"].items() if isinstance(x, (int, float))})
+    ts = "/".join(f"{statistics.mean([r['train_seconds'] for r in rs]):.0f}"
+                  if rs and all(r["train_seconds"] is not None for r in rs) else "–" for rs in (base, elmo))
+    rows = []
+    for k in metrics:
+        b = [r["test"][k] for r in base if k in r["test"]]
+        e = [r["test"][k] for r in elmo if k in r["test"]]
+        delta = f"{statistics.mean(e) - statistics.mean(b):+.2f}" if b and e else "–"
+        rows.append(f"| {task} | {where} | {k} | {_fmt(b)} | {_fmt(e)} | {delta} | {len(base)}/{len(elmo)} | {ts} |")
+    return rows
 
 
 def make_run_table(runs: list[dict[str, Any]]) -> str:
@@ -214,7 +232,7 @@ def make_plots(runs: list[dict[str, Any]], out_dir: Path) -> list[Path]:
             if not pts:
                 continue
             label = f"{r['variant']} (fraction {r['fraction']:g})"
-            ax.plot(*zip(*pts), color=colours[r["variant"]], alpha=0.35 + 0.65 * r["fraction"],
+            ax.plot(*zip(*pts), color=colours.get(r["variant"], "tab:purple"), alpha=0.35 + 0.65 * r["fraction"],
                     marker=".", label=None if label in seen else label)
             seen.add(label)
         ax.set_xlabel("training step")
