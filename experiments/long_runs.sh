@@ -5,7 +5,8 @@
 #
 #   lane 0 (core 0): the shipped biLM v3, configs/elmo_medium.yaml (bf16 where the CPU has AMX; ~2,000
 #                    tokens/s, 19,104 steps, ~6.5 hours on one core; done) -> LAC 100% +ELMo with it (3 seeds)
-#                    -> LAC 5% / 20% (both variants) -> MSRA NER (both variants)
+#                    -> LAC 100% with the mix also at the BiGRU output (seed 1) -> LAC 5% / 20% (both
+#                    variants) -> MSRA NER (both variants)
 #   lane 1 (core 1): LAC on all of PD1998 (3 seeds; done) -> BiDAF on all of CMRC 2018 (seed 1 of baseline and
 #                    +ELMo, then seed 2 of both, then the ELMo-at-the-modeling-layer row); one run at a time,
 #                    one thread.  The LAC rows are all lane 0's since the ninth session: BiDAF alone is ~15
@@ -37,6 +38,11 @@ lane0() {
   # LAC at 100% +ELMo with the shipped biLM v3 (the v2 runs are kept in runs_full_v2/; lane 1 ran the
   # baselines), then the 5% / 20% rows and MSRA, baseline and +ELMo seed by seed
   pipeline 0 pipeline_lac_full "lac.variants=[elmo]" || return
+  if [ ! -f runs_full/lac/elmo-out-f1-s1/metrics.json ]; then  # the mix also at the BiGRU's output (one seed first)
+    OMP_NUM_THREADS=1 taskset -c 0 "$PY" -m tasks.lac.finetune --config configs/lac.yaml --train-fraction 1.0 --seed 1 \
+      --run-name elmo-out-f1-s1 --resume --data-dir "$DATA" --elmo-model zh-char-elmo runs_dir=runs_full/lac \
+      dataset=pd1998 epochs=60 eval_every=316 patience=6 threads=1 elmo_at_output=true >> logs/lac_elmo_out.log 2>&1 || return
+  fi
   pipeline 0 pipeline_lac_fractions || return
   pipeline 0 pipeline_msra
 }
