@@ -308,6 +308,14 @@ def list_checkpoints(root: str | os.PathLike) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def checkpoint_step(path: str | os.PathLike) -> int:
+    """The training step of a `step-N` checkpoint folder, from its name."""
+    m = _STEP_DIR.match(Path(path).name)
+    if m is None:
+        raise ValueError(f"{path} is not a step-N checkpoint folder")
+    return int(m.group(1))
+
+
 def is_valid(path: str | os.PathLike) -> bool:
     try:
         verify_dir(path)

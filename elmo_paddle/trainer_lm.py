@@ -1,10 +1,12 @@
 """The LM training loop behind `elmo_paddle.pretrain` and `elmo_paddle.finetune_lm`."""
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
 import time
+from contextlib import redirect_stdout
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +14,7 @@ import paddle
 from tqdm import tqdm
 
 from . import checkpoint as ckpt
-from . import validate
+from . import validate, vdl_log
 from .bilm import BiLM, BiLMConfig
 from .config import from_dict
 from .errors import UserError
@@ -109,7 +111,7 @@ def run_pretraining(cfg: PretrainConfig, resume: bool = False, progress: bool = 
     if last is not None:
         run.restore(last)
     run.distribute()
-    run.open_log(LogWriter)
+    run.open_log(LogWriter, resumed=last is not None)
     run.train()
     run.finish()
     return run.out / "best"
@@ -237,10 +239,14 @@ class _PretrainRun:
             self.model = fleet.distributed_model(self.model)
             self.opt = fleet.distributed_optimizer(self.opt)
 
-    def open_log(self, log_writer_cls) -> None:
-        """Rank 0 logs to VisualDL in runs_dir/run_name (default run name: the output dir's name)."""
+    def open_log(self, log_writer_cls, resumed: bool) -> None:
+        """Rank 0 logs to VisualDL in runs_dir/run_name (default run name: the output dir's name); a resumed
+        run appends to that folder's one record file, cut back to its step (`vdl_log`)."""
         if self.rank == 0:
-            self.writer = log_writer_cls(logdir=str(Path(self.cfg.runs_dir) / (self.cfg.run_name or self.out.name)))
+            logdir = Path(self.cfg.runs_dir) / (self.cfg.run_name or self.out.name)
+            log_file = vdl_log.resume_file(logdir, self.step) if resumed else ""
+            with redirect_stdout(io.StringIO()):  # not its "`…` is exists, VisualDL will add logs to it"
+                self.writer = log_writer_cls(logdir=str(logdir), file_name=log_file)
 
     # ------------------------------------------------------------ training
     def train(self) -> None:
@@ -371,6 +377,7 @@ class _PretrainRun:
         tensors = {"weights.safetensors": ckpt.model_tensors(self.bilm)}
         if kind == "step":
             tensors["optimizer.safetensors"] = opt_arrays
+            self.writer.flush()  # what VisualDL holds up to this step is on disk before the checkpoint is
             ckpt.write_dir(self.out / "checkpoints" / f"step-{self.step:08d}", files, tensors)
             ckpt.prune_checkpoints(self.out, self.tc.keep_checkpoints)
         else:

@@ -13,10 +13,11 @@ function of the epoch.  A run killed at any point and resumed gives the uninterr
 """
 from __future__ import annotations
 
+import io
 import json
 import math
 import time
-from contextlib import nullcontext
+from contextlib import nullcontext, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -25,6 +26,7 @@ import paddle
 from tqdm import tqdm
 
 from elmo_paddle import checkpoint as ckpt
+from elmo_paddle import vdl_log
 from elmo_paddle.errors import UserError
 
 from . import fit_checkpoint
@@ -128,6 +130,7 @@ class _Fit:
 
     def save_checkpoint(self) -> None:
         self.check_finite()
+        self.writer.flush()  # what VisualDL holds up to this step is on disk before the checkpoint is
         fit_checkpoint.save(Path(self.cfg.run_dir), self.step, self.model, self.optimizer, self.state(),
                             self.cfg.keep_checkpoints, self.ema.shadow if self.ema is not None else None)
 
@@ -260,7 +263,12 @@ def fit(model: paddle.nn.Layer, optimizer: paddle.optimizer.Optimizer, hooks: Ta
     run_dir.mkdir(parents=True, exist_ok=True)
     with fit_checkpoint.hold(run_dir):
         last = fit_checkpoint.to_resume(run_dir, cfg.resume)
-        with LogWriter(logdir=str(run_dir)) as writer:
+        # a resumed run appends to its one record file, cut back to the checkpoint (VisualDL shows only one)
+        step = ckpt.checkpoint_step(last) if last is not None else 0
+        log_file = vdl_log.resume_file(run_dir, step) if cfg.resume else ""
+        with redirect_stdout(io.StringIO()):  # not its "`…` is exists, VisualDL will add logs to it"
+            writer = LogWriter(logdir=str(run_dir), file_name=log_file)
+        with writer:
             run = _Fit(model, optimizer, hooks, cfg, writer)
             if last is not None:
                 run.resume_from(last)

@@ -1,0 +1,80 @@
+"""One VisualDL record file per run, also across resumes: what a resumed run appends its curves to.
+
+Why: VisualDL 2.5 shows only the newest `vdlrecords.*.log` of a run folder (`LogReader.logs` keeps one file
+per folder), while every `LogWriter` starts a new file.  A run resumed at step S therefore lost its curve up
+to S from the view (measured on a LAC run resumed once: dev F1 at steps 2,844-4,108 shown, 316-2,528 hidden
+in the older file), and the steps between its last checkpoint and the kill were logged twice.  On resume,
+`resume_file` merges the folder's record files into one that keeps the scalars up to the checkpoint's step
+(the last copy of each tag and step) and every non-scalar record except the hyper-parameter table (written
+again when the run ends), and returns its name for the `LogWriter` to append to (a local `LogWriter` given
+an existing `file_name` appends).
+
+File format (visualdl/writer/record_writer.py, `RecordWriter.write`): each record is a little-endian uint64
+length followed by that many bytes of a serialized `record_pb2.Record`; a record cut short by a kill is
+dropped.  The merged file is written beside the others and renamed over the oldest (atomic), then the rest
+are removed; a crash in between leaves duplicates that the next merge removes (it keeps one copy per tag
+and step).
+"""
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+
+_LEN = struct.Struct("<Q")
+
+
+def record_files(logdir: str | os.PathLike) -> list[Path]:
+    """The folder's VisualDL record files, oldest first (their names carry the creation time)."""
+    return sorted(Path(logdir).glob("vdlrecords.*.log"))
+
+
+def read_records(path: Path) -> list[bytes]:
+    """The serialized records of one file, in order; a truncated last record (a killed writer) is dropped."""
+    data, out, pos = path.read_bytes(), [], 0
+    while pos + _LEN.size <= len(data):
+        (n,) = _LEN.unpack_from(data, pos)
+        if pos + _LEN.size + n > len(data):
+            break
+        out.append(data[pos + _LEN.size:pos + _LEN.size + n])
+        pos += _LEN.size + n
+    return out
+
+
+def _kept(records: list[bytes], step: int) -> list[bytes]:
+    """Scalars at steps <= step (the last copy of each tag and step, in first-seen order) and the other
+    records but the hyper-parameter table; one `Record` holds one value, as `LogWriter` writes them."""
+    from visualdl.proto import record_pb2
+
+    scalars: dict[tuple[str, int], bytes] = {}
+    others: list[bytes] = []
+    for raw in records:
+        rec = record_pb2.Record.FromString(raw)
+        kinds = {v.WhichOneof("one_value") for v in rec.values}
+        if kinds == {"value"}:
+            v = rec.values[0]
+            if v.id <= step:
+                scalars.pop((v.tag, v.id), None)  # the newer copy wins and takes the later place
+                scalars[(v.tag, v.id)] = raw
+        elif "hparam" not in kinds:
+            others.append(raw)
+    return others + sorted(scalars.values(), key=lambda raw: record_pb2.Record.FromString(raw).values[0].id)
+
+
+def resume_file(logdir: str | os.PathLike, step: int) -> str:
+    """Merge `logdir`'s record files into one holding what was logged up to `step`; returns its file name
+    ("" when the folder has none: the `LogWriter` then starts one)."""
+    files = record_files(logdir)
+    if not files:
+        return ""
+    records = [r for f in files for r in read_records(f)]
+    tmp = files[0].with_name(files[0].name + ".merging")
+    with open(tmp, "wb") as fh:
+        for raw in _kept(records, step):
+            fh.write(_LEN.pack(len(raw)) + raw)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, files[0])
+    for f in files[1:]:
+        f.unlink()
+    return files[0].name
