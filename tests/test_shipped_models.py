@@ -53,13 +53,15 @@ def test_cli_takes_the_name():
 
 
 def test_the_shipped_elmo_tagger_names_the_biLM_it_was_trained_with():
-    """v3 took the name `zh-char-elmo`; the tagger trained on v2 must find v2 (by its sha256), not v3."""
+    """The +ELMo tagger (version 2) was trained on v3: it finds v3 by name, and the weights' sha256 it recorded
+    is v3's, not that of v2 beside it (which version 1 read)."""
     from tasks.common import elmo_ref
 
     folder = PRETRAINED_DIR / "lac-pd1998-elmo"
     cfg = ckpt.read_json(folder, "config.json")
-    assert Path(elmo_ref.resolve(cfg, folder)).resolve() == (PRETRAINED_DIR / "zh-char-elmo-v2").resolve()
-    assert elmo_ref.weights_sha256(PRETRAINED_DIR / NAME) != cfg["elmo_weights_sha256"]
+    assert Path(elmo_ref.resolve(cfg, folder)).resolve() == (PRETRAINED_DIR / NAME).resolve()
+    assert elmo_ref.weights_sha256(PRETRAINED_DIR / NAME) == cfg["elmo_weights_sha256"]
+    assert elmo_ref.weights_sha256(PRETRAINED_DIR / "zh-char-elmo-v2") != cfg["elmo_weights_sha256"]
 
 
 @pytest.mark.parametrize("name", ["lac-pd1998", "lac-pd1998-elmo"])
