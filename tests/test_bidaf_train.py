@@ -185,6 +185,10 @@ def test_finetune_and_predict_cli(tmp_path, monkeypatch, capsys, use_elmo):
     contexts = {e.qid: e.context for e in _examples(4, 3)}
     assert preds.keys() == contexts.keys()
     assert all(preds[q] and preds[q] in contexts[q] for q in preds), preds
+    assert predict_main(["--model", str(run / "model"), "--input", str(d / "cmrc2018_dev.json"),
+                         "--output", str(out), "--max-answer-len", "2"]) == 0  # decoding reads at most 2 characters
+    short = json.loads(out.read_text(encoding="utf-8"))
+    assert short.keys() == contexts.keys() and all(0 < len(a) <= 2 and a in contexts[q] for q, a in short.items())
 
 
 def test_cli_user_mistakes_exit_2(tmp_path, capsys):
@@ -196,8 +200,9 @@ def test_cli_user_mistakes_exit_2(tmp_path, capsys):
     assert "ema_decay must be in (0, 1)" in capsys.readouterr().err
     assert predict_main(["--model", str(tmp_path), "--context", "x", "--question", " "]) == 2
     assert predict_main(["--model", str(tmp_path / "none"), "--context", "x", "--question", "y"]) == 2
+    assert predict_main(["--model", str(tmp_path), "--context", "x", "--question", "y", "--max-answer-len", "0"]) == 2
     err = capsys.readouterr().err
-    assert err.count("error: ") == 2 and "Traceback" not in err
+    assert err.count("error: ") == 3 and "Traceback" not in err and "--max-answer-len" in err
 
 
 def test_finetune_with_real_elmo(tmp_path, tiny_model_dir):

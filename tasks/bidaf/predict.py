@@ -33,6 +33,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--context", help="a single passage (use with --question)")
     p.add_argument("--question", help="a single question about --context")
     p.add_argument("--batch-size", type=int, default=64, help="windows per forward pass (default 64)")
+    p.add_argument("--max-answer-len", type=int,
+                   help="longest answer in characters (default: the model's max_answer_len, 64 for the shipped ones)")
     return p.parse_args(argv)
 
 
@@ -81,6 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if bool(args.input) == (args.context is not None or args.question is not None):
         raise UserError("give either --input FILE, or both --context TEXT and --question TEXT")
     validate.positive_int("--batch-size", args.batch_size)
+    if args.max_answer_len is not None:
+        validate.positive_int("--max-answer-len", args.max_answer_len)
     if args.output:
         validate.output_file("--output", args.output)  # before the model loads and the questions are answered
     examples = _read_questions(args.input) if args.input else _single_question(args.context, args.question)
@@ -88,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     model, chars, words, cfg = load_model(args.model)
     max_ctx, stride = int(cfg.get("max_context_len", 400)), int(cfg.get("doc_stride", 300))
-    max_q, max_ans = int(cfg.get("max_question_len", 64)), int(cfg.get("max_answer_len", 64))
+    max_q, max_ans = int(cfg.get("max_question_len", 64)), args.max_answer_len or int(cfg.get("max_answer_len", 64))
     cache = None
     if model.elmo is not None:
         from .elmo_cache import ElmoLayerCache
