@@ -42,23 +42,23 @@ def read_records(path: Path) -> list[bytes]:
 
 
 def _kept(records: list[bytes], step: int) -> list[bytes]:
-    """Scalars at steps <= step (the last copy of each tag and step, in first-seen order) and the other
-    records but the hyper-parameter table; one `Record` holds one value, as `LogWriter` writes them."""
+    """The other records but the hyper-parameter table (each distinct one once), then the scalars at steps
+    <= step, by step (the last copy of each tag and step); one `Record` holds one value, as `LogWriter`
+    writes them."""
     from visualdl.proto import record_pb2
 
     scalars: dict[tuple[str, int], bytes] = {}
-    others: list[bytes] = []
+    others: dict[bytes, None] = {}  # an ordered set: every LogWriter start adds the same meta record again
     for raw in records:
         rec = record_pb2.Record.FromString(raw)
         kinds = {v.WhichOneof("one_value") for v in rec.values}
         if kinds == {"value"}:
             v = rec.values[0]
             if v.id <= step:
-                scalars.pop((v.tag, v.id), None)  # the newer copy wins and takes the later place
-                scalars[(v.tag, v.id)] = raw
+                scalars[(v.tag, v.id)] = raw  # a later copy (the resumed run's) replaces an earlier one
         elif "hparam" not in kinds:
-            others.append(raw)
-    return others + sorted(scalars.values(), key=lambda raw: record_pb2.Record.FromString(raw).values[0].id)
+            others[raw] = None
+    return list(others) + [scalars[k] for k in sorted(scalars, key=lambda k: k[1])]
 
 
 def resume_file(logdir: str | os.PathLike, step: int) -> str:
