@@ -13,7 +13,7 @@ def test_installed_package_finds_the_shipped_model_from_another_folder(tmp_path)
                         "--target", str(target), str(REPO)], capture_output=True, text=True, timeout=600,
                        cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
-    for name in ("zh-char-elmo", "zh-char-elmo-v2", "lac-pd1998-elmo", "bidaf-cmrc2018"):
+    for name in ("zh-char-elmo", "zh-char-elmo-v2", "lac-pd1998-elmo", "bidaf-cmrc2018", "bidaf-cmrc2018-elmo"):
         assert (target / "elmo_paddle" / "pretrained" / name / "manifest.json").is_file(), name
     code = ("from elmo_paddle import Elmo; e = Elmo('zh-char-elmo'); print(e.model_dir); "
             "print('x'.join(map(str, e.encode(e.batch_to_ids(['中国人民'])).shape)))")

@@ -89,7 +89,17 @@ def test_shipped_tagger_reproduces_its_model_card(name):
     assert round(json.loads(r.stdout[r.stdout.index("{"):r.stdout.rindex("}") + 1])["pd_lac"]["seg_f1"], 2) == want
 
 
-@pytest.mark.parametrize("name", ["bidaf-cmrc2018"])
+@pytest.mark.parametrize("name", ["lac-pd1998-elmo", "bidaf-cmrc2018-elmo"])
+def test_a_shipped_elmo_task_model_finds_its_biLM_beside_it(name):
+    """By name first; the relative path (`../zh-char-elmo`, for a copied pretrained/ folder) must point there too.
+    BiDAF keeps its run config under "config" beside "sizes"; shipping rewrites the path there."""
+    folder = PRETRAINED_DIR / name
+    cfg = ckpt.read_json(folder, "config.json")
+    cfg = cfg.get("config", cfg)
+    assert cfg["elmo_model"] == NAME and (folder / cfg["elmo_model_relative"]).resolve() == (PRETRAINED_DIR / NAME).resolve()
+
+
+@pytest.mark.parametrize("name", ["bidaf-cmrc2018", "bidaf-cmrc2018-elmo"])
 def test_shipped_reader_reproduces_its_model_card(name, tmp_path):
     """A shipped reader answers by name, and the card's score on the first 50 dev articles is what the
     predict path + the official metric give (the card's whole-dev F1 comes from the same two commands)."""
