@@ -1,12 +1,10 @@
 """The LM training loop behind `elmo_paddle.pretrain` and `elmo_paddle.finetune_lm`."""
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
 import time
-from contextlib import redirect_stdout
 from pathlib import Path
 
 import numpy as np
@@ -100,7 +98,7 @@ def run_pretraining(cfg: PretrainConfig, resume: bool = False, progress: bool = 
     `init_from`: start from this model directory's weights and vocab (domain fine-tuning) instead of
     building a vocab from the text.
     """
-    from visualdl import LogWriter  # first: a missing visualdl fails before the corpus scan, not after it
+    import visualdl  # noqa: F401  (first: a missing visualdl fails before the corpus scan, not after it)
 
     check_config(cfg)
     run = _PretrainRun(cfg, progress)
@@ -111,7 +109,7 @@ def run_pretraining(cfg: PretrainConfig, resume: bool = False, progress: bool = 
     if last is not None:
         run.restore(last)
     run.distribute()
-    run.open_log(LogWriter, resumed=last is not None)
+    run.open_log(resumed=last is not None)
     run.train()
     run.finish()
     return run.out / "best"
@@ -239,14 +237,12 @@ class _PretrainRun:
             self.model = fleet.distributed_model(self.model)
             self.opt = fleet.distributed_optimizer(self.opt)
 
-    def open_log(self, log_writer_cls, resumed: bool) -> None:
+    def open_log(self, resumed: bool) -> None:
         """Rank 0 logs to VisualDL in runs_dir/run_name (default run name: the output dir's name); a resumed
         run appends to that folder's one record file, cut back to its step (`vdl_log`)."""
         if self.rank == 0:
             logdir = Path(self.cfg.runs_dir) / (self.cfg.run_name or self.out.name)
-            log_file = vdl_log.resume_file(logdir, self.step) if resumed else ""
-            with redirect_stdout(io.StringIO()):  # not its "`…` is exists, VisualDL will add logs to it"
-                self.writer = log_writer_cls(logdir=str(logdir), file_name=log_file)
+            self.writer = vdl_log.open_writer(logdir, self.step if resumed else None)
 
     # ------------------------------------------------------------ training
     def train(self) -> None:

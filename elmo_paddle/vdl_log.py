@@ -17,8 +17,10 @@ and step).
 """
 from __future__ import annotations
 
+import io
 import os
 import struct
+from contextlib import redirect_stdout
 from pathlib import Path
 
 _LEN = struct.Struct("<Q")
@@ -78,3 +80,22 @@ def resume_file(logdir: str | os.PathLike, step: int) -> str:
     for f in files[1:]:
         f.unlink()
     return files[0].name
+
+
+def open_writer(logdir: str | os.PathLike, resume_step: int | None = None):
+    """A VisualDL `LogWriter` for a run folder: a fresh run's new record file, or (`resume_step` given) the
+    folder's one file cut back to that step, appended to."""
+    from visualdl import LogWriter
+
+    log_file = resume_file(logdir, resume_step) if resume_step is not None else ""
+    with redirect_stdout(io.StringIO()):  # not its "`…` is exists, VisualDL will add logs to it"
+        return LogWriter(logdir=str(logdir), file_name=log_file)
+
+
+def shown(logdir: str | os.PathLike, tag: str) -> list[tuple[int, float]]:
+    """(step, value) of a scalar `tag` as VisualDL shows it: from the one record file its reader picks for the
+    folder (the newest)."""
+    from visualdl import LogReader
+
+    (name,) = LogReader(logdir=str(logdir)).logs().values()
+    return [(r.id, r.value) for r in LogReader(file_path=str(Path(logdir) / name)).get_data("scalar", tag)]

@@ -14,6 +14,7 @@ import paddle
 import pytest
 
 import elmo_paddle  # noqa: F401
+from elmo_paddle import vdl_log
 from elmo_paddle.errors import UserError
 from tasks.common.fit_checkpoint import trainable_arrays
 from tasks.common.trainer import FitConfig, TaskHooks, fit
@@ -242,12 +243,5 @@ def test_lac_run_killed_with_sigkill_resumes_exactly(tmp_path):
         (tmp_path / "runs" / "cut" / "best" / "model.safetensors").read_bytes()
     # and VisualDL shows the killed-and-resumed run's curves as the straight run's: from step 1, each step once
     for tag in ("dev/f1", "train/loss"):
-        assert _vdl_view(tmp_path / "runs" / "cut", tag) == _vdl_view(tmp_path / "runs" / "straight", tag), tag
+        assert vdl_log.shown(tmp_path / "runs" / "cut", tag) == vdl_log.shown(tmp_path / "runs" / "straight", tag), tag
 
-
-def _vdl_view(run_dir: Path, tag: str) -> list[tuple[int, float]]:
-    """(step, value) of `tag` as VisualDL shows it: from the one record file its reader picks per folder."""
-    from visualdl import LogReader
-
-    (name,) = LogReader(logdir=str(run_dir)).logs().values()
-    return [(r.id, r.value) for r in LogReader(file_path=str(run_dir / name)).get_data("scalar", tag)]

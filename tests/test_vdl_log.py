@@ -5,15 +5,14 @@ from __future__ import annotations
 import io
 from contextlib import redirect_stdout
 
-from visualdl import LogReader, LogWriter
+from visualdl import LogWriter
 
 from elmo_paddle import vdl_log
 
 
 def _view(logdir, tag="dev/f1") -> list[tuple[int, float]]:
-    """What VisualDL shows for `tag`: the records of the one file its reader picks for the folder."""
-    (name,) = LogReader(logdir=str(logdir)).logs().values()
-    return [(r.id, round(r.value, 4)) for r in LogReader(file_path=str(logdir / name)).get_data("scalar", tag)]
+    """What VisualDL shows for `tag` (values rounded: they are stored as float32)."""
+    return [(step, round(v, 4)) for step, v in vdl_log.shown(logdir, tag)]
 
 
 def _log(logdir, steps, file_name="", value=lambda s: s / 10):

@@ -13,11 +13,10 @@ function of the epoch.  A run killed at any point and resumed gives the uninterr
 """
 from __future__ import annotations
 
-import io
 import json
 import math
 import time
-from contextlib import nullcontext, redirect_stdout
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -257,18 +256,13 @@ def fit(model: paddle.nn.Layer, optimizer: paddle.optimizer.Optimizer, hooks: Ta
     run_dir that holds checkpoints is refused with a one-line error, and so is a run_dir another process is
     training (`fit_checkpoint.hold`).
     """
-    from visualdl import LogWriter
-
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     with fit_checkpoint.hold(run_dir):
         last = fit_checkpoint.to_resume(run_dir, cfg.resume)
         # a resumed run appends to its one record file, cut back to the checkpoint (VisualDL shows only one)
         step = ckpt.checkpoint_step(last) if last is not None else 0
-        log_file = vdl_log.resume_file(run_dir, step) if cfg.resume else ""
-        with redirect_stdout(io.StringIO()):  # not its "`…` is exists, VisualDL will add logs to it"
-            writer = LogWriter(logdir=str(run_dir), file_name=log_file)
-        with writer:
+        with vdl_log.open_writer(run_dir, step if cfg.resume else None) as writer:
             run = _Fit(model, optimizer, hooks, cfg, writer)
             if last is not None:
                 run.resume_from(last)
