@@ -106,6 +106,7 @@ def _bilm_id(run_dir: Path, cfg: dict) -> str | None:
         if sha or not saved.is_file():  # metrics.json's config predates the checksum; the saved model has it
             continue
         data = _read_json(saved)
+        data = data.get("config", data) if isinstance(data, dict) else None  # BiDAF nests it beside "sizes"
         sha = data.get("elmo_weights_sha256") if isinstance(data, dict) else None
     return f"{cfg['elmo_model']} ({sha[:8]})" if isinstance(sha, str) else str(cfg["elmo_model"])
 

@@ -162,3 +162,13 @@ def test_elmo_at_another_layer_is_its_own_row_not_averaged_with_input_only(tmp_p
     assert rows == ["| bidaf | 1 | f1 | 41.00 ± 1.41 | 51.00 ± 1.41 | +10.00 | 2/2 | 1/1 |",
                     "| bidaf | 1, +ELMo (also at the modeling layer) | f1 | 41.00 ± 1.41 | 70.00 ± – | +29.00 | 2/1 | 1/1 |"]
     main([str(tmp_path), "--output", str(tmp_path / "out")])  # the plots take the third variant too
+
+
+def test_a_bidaf_run_is_told_apart_by_its_biLM_checksum_too(tmp_path):
+    """BiDAF's saved model keeps its run config under "config" (beside "sizes"): the checksum is read there."""
+    d = tmp_path / "bidaf" / "elmo-s1"
+    (d / "model").mkdir(parents=True)
+    cfg = {"elmo_model": "zh-char-elmo", "train_fraction": 1.0, "seed": 1}
+    (d / "metrics.json").write_text(json.dumps({"score_scale": "percent", "test": {"f1": 50.0}, "config": cfg}))
+    (d / "model" / "config.json").write_text(json.dumps({"sizes": {}, "config": {**cfg, "elmo_weights_sha256": "cc" * 32}}))
+    assert [r["bilm"] for r in load_runs(tmp_path)] == ["zh-char-elmo (cccccccc)"]
