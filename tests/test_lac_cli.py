@@ -96,3 +96,22 @@ def test_clear_errors_not_tracebacks(tmp_path):
     assert proc.returncode == 2 and err.startswith("error: ") and "does not exist" in err and "Traceback" not in err
     proc = _run("tasks.lac.predict", "--model", str(tmp_path))
     assert proc.returncode == 2 and "not a LAC model dir" in proc.stderr.decode()
+
+
+def test_ner_only_model_refuses_seg_mode(trained, tmp_path):
+    """A model whose tags include O (MSRA NER) has no segmentation: --mode seg is a one-line error, lac works."""
+    from elmo_paddle import checkpoint as ckpt
+
+    root, _ = trained
+    best = root / "runs" / "tiny" / "best"
+    tags = ckpt.read_json(best, "tags.json")
+    ner = tmp_path / "ner"
+    jsons = {name: ckpt.read_json(best, name) for name in ("config.json", "vocab.json")}
+    ckpt.write_dir(ner, {**jsons, "tags.json": tags[:-1] + ["O"]},
+                   {"model.safetensors": ckpt.load_tensors(best / "model.safetensors")})
+    proc = _run("tasks.lac.predict", "--model", str(ner), "--mode", "seg", stdin="我们爱北京\n".encode())
+    err = proc.stderr.decode()
+    assert proc.returncode == 2 and "tags entities only" in err and "Traceback" not in err
+    proc = _run("tasks.lac.predict", "--model", str(ner), stdin="我们爱北京\n".encode())
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert "".join(t.rsplit("/", 1)[0] for t in proc.stdout.decode().split()) == "我们爱北京"

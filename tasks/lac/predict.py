@@ -4,6 +4,8 @@
         [--dict FILE] [--max-chars N]
 
 seg: words separated by single spaces.  lac: `word/TAG` separated by single spaces (Baidu lac CLI format).
+An NER-only model (MSRA) segments nothing: it prints entities and the text between them, `text/O`, in lac mode
+only.
 An empty input line gives an empty output line.  Lines longer than --max-chars characters are tagged in
 chunks (a warning names the line); nothing is truncated.  Invalid UTF-8 bytes are replaced (with a warning
 naming the line) so the output stays line-aligned with the input.
@@ -63,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     user_dict = UserDict.load(args.dict, _warn) if args.dict else None
     tagger = Tagger(args.model, batch_size=args.batch_size, max_chars=args.max_chars, user_dict=user_dict,
                     warn=_warn)
+    if args.mode == "seg" and not tagger.segments:
+        raise UserError(f"{args.model} tags entities only (it was trained without word segmentation): "
+                        "use --mode lac")
     if args.input:
         try:
             fh: BinaryIO = open(args.input, "rb")
