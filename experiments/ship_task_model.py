@@ -32,7 +32,7 @@ def main() -> None:
     names = sorted(manifest["files"])
     files = {n: ckpt.read_json(src, n) for n in names if n.endswith(".json")}
     tensors = {n: ckpt.load_tensors(src / n) for n in names if n.endswith(".safetensors")}
-    cfg = files["config.json"].get("config", files["config.json"])  # BiDAF nests the run config beside its sizes
+    cfg = elmo_ref.run_config(files["config.json"])  # edited in place below
     dest = PRETRAINED_DIR / args.name
     if cfg.get("elmo_model"):
         bilm = Path(elmo_ref.resolve(cfg, src)).resolve()

@@ -19,6 +19,7 @@ from typing import Any
 
 from elmo_paddle import validate
 from elmo_paddle.errors import UserError, cli
+from tasks.common import elmo_ref
 from tasks.common.run import SCORE_SCALE
 
 # metrics shown, in this order, where a run has them (keys of metrics.json's "test", scores 0-100)
@@ -105,9 +106,8 @@ def _bilm_id(run_dir: Path, cfg: dict) -> str | None:
     for saved in (run_dir / "best" / "config.json", run_dir / "model" / "config.json"):  # LAC's, BiDAF's
         if sha or not saved.is_file():  # metrics.json's config predates the checksum; the saved model has it
             continue
-        data = _read_json(saved)
-        data = data.get("config", data) if isinstance(data, dict) else None  # BiDAF nests it beside "sizes"
-        sha = data.get("elmo_weights_sha256") if isinstance(data, dict) else None
+        data = elmo_ref.run_config(_read_json(saved))
+        sha = data.get("elmo_weights_sha256") if data is not None else None
     return f"{cfg['elmo_model']} ({sha[:8]})" if isinstance(sha, str) else str(cfg["elmo_model"])
 
 

@@ -101,3 +101,11 @@ def test_a_shipped_task_model_loads_by_name(tmp_path, monkeypatch):
     assert load_model("lac-test")[1] == CFG
     with pytest.raises(UserError, match="not a LAC model dir"):
         load_model("no-such-model")
+
+
+def test_run_config_finds_the_run_config_of_either_task():
+    lac = {"elmo_model": "zh-char-elmo", "emb_dim": 64}
+    bidaf = {"sizes": {"hidden": 64}, "config": {"elmo_model": "zh-char-elmo"}}
+    assert elmo_ref.run_config(lac) is lac  # LAC: the whole file
+    assert elmo_ref.run_config(bidaf) is bidaf["config"]  # BiDAF: nested beside the sizes, the same object
+    assert elmo_ref.run_config([1, 2]) is None and elmo_ref.run_config({"sizes": {}, "config": 3}) is None

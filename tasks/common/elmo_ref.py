@@ -24,6 +24,15 @@ from elmo_paddle.model_io import PRETRAINED_DIR, resolve_model_dir
 WEIGHTS = "weights.safetensors"
 
 
+def run_config(saved: Any) -> dict[str, Any] | None:
+    """The run config inside a task model's config.json (the same dict object, not a copy): LAC saves it as
+    the whole file, BiDAF nests it under "config" beside the network's "sizes".  None if it is not a dict."""
+    if not isinstance(saved, dict):
+        return None
+    inner = saved.get("config", saved) if "sizes" in saved else saved
+    return inner if isinstance(inner, dict) else None
+
+
 def weights_sha256(bilm_dir: Path) -> str:
     """The biLM weights' sha256 as its manifest records it (the folder is verified first)."""
     files = ckpt.verify_dir(bilm_dir).get("files", {})
