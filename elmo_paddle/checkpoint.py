@@ -264,6 +264,16 @@ def load_model_tensors(model: paddle.nn.Layer, path: str | os.PathLike, name: st
     model.set_state_dict(loaded)
 
 
+def set_weights(model: paddle.nn.Layer, arrays: dict[str, np.ndarray]) -> None:
+    """Load the weights a task checkpoint holds (its trainable ones) into `model`, names already checked.
+
+    Frozen parameters it leaves out (the unused layer weights of a one-layer ELMo mix) keep their values;
+    passing them through keeps paddle from warning "Skip loading" about each on every load.
+    """
+    kept = {k: v for k, v in model.state_dict().items() if k not in arrays}
+    model.set_state_dict({**kept, **{k: paddle.to_tensor(a) for k, a in arrays.items()}})
+
+
 def optimizer_tensors(opt: paddle.optimizer.Optimizer, model: paddle.nn.Layer) -> tuple[dict[str, np.ndarray], dict]:
     """Optimizer state keyed by structured parameter names (paddle's own names depend on creation order)."""
     to_struct = {p.name: n for n, p in model.named_parameters()}

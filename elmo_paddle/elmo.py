@@ -151,6 +151,10 @@ class Elmo(nn.Layer):
         LSTMP code as pretraining), so its outputs change as training goes on: do not cache them.
     top_layer_only : bool, default False
         Every mix returns ``gamma * (top LSTM layer)`` instead of a weighted sum of all layers.
+    only_layer : int or None, default None
+        Every mix returns ``gamma * (layer only_layer)`` (negative counts from the top; `ScalarMix`).  ``0``,
+        the token layer, gives context-free vectors from the biLM's token encoder: the control that tells how
+        much of an ELMo gain comes from context.
     verify : bool, default True
         Check the model files against their manifest's sha256 checksums before loading.
 
@@ -172,7 +176,8 @@ class Elmo(nn.Layer):
 
     def __init__(self, model_dir: str | os.PathLike, num_output_representations: int = 1, dropout: float = 0.5,
                  gamma_init: float = 1.0, layer_norm: bool = False, l2_coef: float = 0.0,
-                 requires_grad_top_layers: int = 0, top_layer_only: bool = False, verify: bool = True):
+                 requires_grad_top_layers: int = 0, top_layer_only: bool = False, verify: bool = True,
+                 only_layer: int | None = None):
         super().__init__()
         if num_output_representations < 1:
             raise UserError(f"num_output_representations must be >= 1, got {num_output_representations}")
@@ -195,7 +200,7 @@ class Elmo(nn.Layer):
         self.requires_grad_top_layers = requires_grad_top_layers
         self.scalar_mixes = nn.LayerList([
             ScalarMix(self.num_layers, do_layer_norm=layer_norm, gamma_init=gamma_init, l2_coef=l2_coef,
-                      top_layer_only=top_layer_only)
+                      top_layer_only=top_layer_only, only_layer=only_layer)
             for _ in range(num_output_representations)])
         self.dropout = nn.Dropout(dropout)
         if requires_grad_top_layers:

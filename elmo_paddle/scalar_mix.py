@@ -55,17 +55,23 @@ class ScalarMix(nn.Layer):
         weighting towards the plain average.  Must be >= 0.
     top_layer_only : bool, optional (default = False)
         Ignore `w` and return ``gamma * tensors[-1]``, the top layer alone (bilm-tf's `use_top_only`);
-        `w` is then frozen and `l2_penalty()` is 0.
+        `w` is then frozen and `l2_penalty()` is 0.  The same as ``only_layer=-1``.
+    only_layer : int, optional (default = None)
+        Ignore `w` and return ``gamma * tensors[only_layer]``, one layer alone (negative counts from the top).
+        ``0`` is the biLM's token layer: context-free vectors, the "pretrained word vectors" control that
+        tells how much of an ELMo gain is context.  `w` is frozen and `l2_penalty()` is 0.
 
     Raises
     ------
     UserError
-        For `mixture_size` < 1, an `initial_scalar_parameters` of another length, or a negative `l2_coef`.
+        For `mixture_size` < 1, an `initial_scalar_parameters` of another length, a negative `l2_coef`, or an
+        `only_layer` outside ``-mixture_size .. mixture_size - 1``.
     """
 
     def __init__(self, mixture_size: int, do_layer_norm: bool = False,
                  initial_scalar_parameters: Sequence[float] | None = None, trainable: bool = True,
-                 gamma_init: float = 1.0, l2_coef: float = 0.0, top_layer_only: bool = False):
+                 gamma_init: float = 1.0, l2_coef: float = 0.0, top_layer_only: bool = False,
+                 only_layer: int | None = None):
         super().__init__()
         if mixture_size < 1:
             raise UserError(f"ScalarMix needs at least one layer, got mixture_size={mixture_size}")
@@ -74,9 +80,15 @@ class ScalarMix(nn.Layer):
             raise UserError(f"initial_scalar_parameters has {len(init)} values for {mixture_size} layers")
         if l2_coef < 0:
             raise UserError(f"l2_coef must be >= 0, got {l2_coef}")
+        if top_layer_only and only_layer not in (None, -1, mixture_size - 1):
+            raise UserError(f"top_layer_only contradicts only_layer={only_layer}")
+        only_layer = -1 if top_layer_only and only_layer is None else only_layer
+        if only_layer is not None and not -mixture_size <= only_layer < mixture_size:
+            raise UserError(f"only_layer must be in {-mixture_size}..{mixture_size - 1} for {mixture_size} layers, "
+                            f"got {only_layer}")
         self.mixture_size = mixture_size
         self.do_layer_norm = do_layer_norm
-        self.top_layer_only = top_layer_only
+        self.only_layer = None if only_layer is None else only_layer % mixture_size  # 0 .. mixture_size - 1
         self.l2_coef = float(l2_coef)
         self.scalar_parameters = self.create_parameter(
             [mixture_size], dtype="float32", default_initializer=nn.initializer.Assign(init))
@@ -85,18 +97,18 @@ class ScalarMix(nn.Layer):
         if not trainable:
             self.scalar_parameters.stop_gradient = True
             self.gamma.stop_gradient = True
-        if top_layer_only:  # w is unused: keep it out of the optimiser's way
+        if self.only_layer is not None:  # w is unused: keep it out of the optimiser's way
             self.scalar_parameters.stop_gradient = True
 
     def weights(self) -> paddle.Tensor:
         """The normalised layer weights s = softmax(w), shape [mixture_size]."""
-        if self.top_layer_only:
-            return F.one_hot(paddle.to_tensor(self.mixture_size - 1), self.mixture_size).astype("float32")
+        if self.only_layer is not None:
+            return F.one_hot(paddle.to_tensor(self.only_layer), self.mixture_size).astype("float32")
         return F.softmax(self.scalar_parameters, axis=0)
 
     def l2_penalty(self) -> paddle.Tensor:
-        """l2_coef * sum_j w_j^2 (bilm-tf's lambda * ||w||^2; 0 with top_layer_only)."""
-        if self.top_layer_only or self.l2_coef == 0.0:
+        """l2_coef * sum_j w_j^2 (bilm-tf's lambda * ||w||^2; 0 with one layer alone)."""
+        if self.only_layer is not None or self.l2_coef == 0.0:
             return paddle.zeros([], dtype="float32")
         return self.l2_coef * paddle.sum(paddle.square(self.scalar_parameters))
 
@@ -138,8 +150,8 @@ class ScalarMix(nn.Layer):
         layers = list(paddle.unbind(tensors, axis=1)) if isinstance(tensors, paddle.Tensor) else list(tensors)
         if len(layers) != self.mixture_size:
             raise UserError(f"ScalarMix was built for {self.mixture_size} layers, got {len(layers)}")
-        if self.top_layer_only:
-            return self.gamma * layers[-1]
+        if self.only_layer is not None:
+            return self.gamma * layers[self.only_layer]
         s = self.weights()
         if self.do_layer_norm:
             if mask is None:

@@ -8,7 +8,8 @@
 #                    -> LAC 100% with the mix also at the BiGRU output (seed 1) -> LAC 5% / 20% (both
 #                    variants) -> MSRA NER (both variants)
 #   lane 1 (core 1): LAC on all of PD1998 (3 seeds; done) -> BiDAF on all of CMRC 2018 (seed 1 of baseline and
-#                    +ELMo, then seed 2 of both, then the ELMo-at-the-modeling-layer row); one run at a time,
+#                    +ELMo, then seed 2 of both, then the ELMo-at-the-modeling-layer row, then the control with
+#                    the biLM's token layer alone); one run at a time,
 #                    one thread.  The LAC rows are all lane 0's since the ninth session: BiDAF alone is ~15
 #                    hours of one core, the LAC rows ~13
 #
@@ -55,7 +56,15 @@ lane1() {
   if [ ! -f runs_bidaf_full/bidaf/elmo-mod-f1-s1/metrics.json ]; then  # ELMo also at the modeling layer's output
     OMP_NUM_THREADS=1 taskset -c 1 "$PY" -m tasks.bidaf.finetune --config configs/bidaf.yaml --train-fraction 1.0 \
       --seed 1 --run-name elmo-mod-f1-s1 --resume --data-dir "$DATA" --elmo-model zh-char-elmo \
-      runs_dir=runs_bidaf_full/bidaf epochs=20 patience=3 ema_decay=0.999 elmo_at_modeling=true >> logs/bidaf_elmo_mod.log 2>&1
+      runs_dir=runs_bidaf_full/bidaf epochs=20 patience=3 ema_decay=0.999 elmo_at_modeling=true >> logs/bidaf_elmo_mod.log 2>&1 \
+      || return
+  fi
+  # the control: the biLM's token layer alone (context-free vectors, a "pretrained word vectors" baseline); it
+  # reads the +ELMo runs' layer cache, so no biLM encoding
+  if [ ! -f runs_bidaf_full/bidaf/elmo-tok-f1-s1/metrics.json ]; then
+    OMP_NUM_THREADS=1 taskset -c 1 "$PY" -m tasks.bidaf.finetune --config configs/bidaf.yaml --train-fraction 1.0 \
+      --seed 1 --run-name elmo-tok-f1-s1 --resume --data-dir "$DATA" --elmo-model zh-char-elmo \
+      runs_dir=runs_bidaf_full/bidaf epochs=20 patience=3 ema_decay=0.999 elmo_only_layer=0 >> logs/bidaf_elmo_tok.log 2>&1
   fi
 }
 
@@ -75,4 +84,4 @@ done
 for lane in $lanes; do  # each lane holds its lock while it, or anything it started, is alive
   ( flock -n 9 || exit 1; "lane$lane" ) 9> "logs/lane$lane.lock" &
 done
-echo "started lane(s) $lanes (0: biLM then LAC baselines, 1: task runs); '$0 status' shows where they are"
+echo "started lane(s) $lanes (0: biLM, then LAC; 1: BiDAF); '$0 status' shows where they are"

@@ -94,7 +94,11 @@ _PLACEMENTS = (("elmo_at_modeling", "+ELMo (also at the modeling layer)"), ("elm
 def _variant(cfg: dict) -> str:
     if not cfg.get("elmo_model"):
         return "baseline"
-    return next((label for key, label in _PLACEMENTS if cfg.get(key)), "+ELMo")
+    label = next((label for key, label in _PLACEMENTS if cfg.get(key)), "+ELMo")
+    layer = cfg.get("elmo_only_layer")  # one biLM layer instead of the mix: a control of its own
+    if layer is None:
+        return label
+    return f"{label}, token layer only (no context)" if layer == 0 else f"{label}, layer {layer} only"
 
 
 def _bilm_id(run_dir: Path, cfg: dict) -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -205,15 +206,17 @@ def test_cli_user_mistakes_exit_2(tmp_path, capsys):
     assert err.count("error: ") == 3 and "Traceback" not in err and "--max-answer-len" in err
 
 
-def test_finetune_with_real_elmo(tmp_path, tiny_model_dir):
-    """The real Elmo layer (tiny pretrained biLM from conftest) through finetune and predict."""
+@pytest.mark.parametrize("placement", ["elmo_at_modeling=true", "elmo_only_layer=0"])
+def test_finetune_with_real_elmo(tmp_path, tiny_model_dir, placement):
+    """The real Elmo layer (tiny pretrained biLM from conftest) through finetune and predict; with
+    elmo_only_layer=0 the saved reader reads the token layer alone (the context-free control)."""
     pytest.importorskip("elmo_paddle.elmo")
     d = tmp_path / "data" / "cmrc2018"
     d.mkdir(parents=True)
     for name, ex in (("train", _examples(6, 1)), ("trial", _examples(3, 2)), ("dev", _examples(3, 3))):
         _write_split(d / f"cmrc2018_{name}.json", ex)
     args = ["--data-dir", str(tmp_path / "data"), "--run-name", "e", "--max-steps", "2",
-            "--elmo-model", str(tiny_model_dir), f"runs_dir={tmp_path / 'runs'}", "elmo_at_modeling=true",
+            "--elmo-model", str(tiny_model_dir), f"runs_dir={tmp_path / 'runs'}", placement,
             "train_file=cmrc2018/cmrc2018_train.json", "dev_file=cmrc2018/cmrc2018_trial.json",
             "test_file=cmrc2018/cmrc2018_dev.json", "hidden=8", "char_dim=8", "word_dim=8", "batch_size=3"]
     assert finetune.main(args) == 0
@@ -221,3 +224,9 @@ def test_finetune_with_real_elmo(tmp_path, tiny_model_dir):
     assert m["test"]["total"] == 3 and m["elmo_cache"]["entries"] > 0
     assert predict_main(["--model", str(tmp_path / "runs" / "e" / "model"), "--context", "北京 大学",
                          "--question", "哪里"]) == 0
+    with warnings.catch_warnings(record=True) as caught:  # frozen mix weights are not saved, nor warned about
+        warnings.simplefilter("always")
+        model = checkpoint.load_model(tmp_path / "runs" / "e" / "model")[0]
+    assert not [w for w in caught if "Skip loading" in str(w.message)]
+    assert [mix.only_layer for mix in model.elmo.scalar_mixes] == ([0] if placement == "elmo_only_layer=0"
+                                                                    else [None, None])

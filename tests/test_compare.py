@@ -148,7 +148,8 @@ def test_elmo_at_another_layer_is_its_own_row_not_averaged_with_input_only(tmp_p
     """BiDAF's `elmo_at_modeling` (and LAC's `elmo_at_output`) run beside the input-only +ELMo runs in one
     folder: each placement is compared with the same baselines on rows of its own."""
     for name, extra, f1 in [("base-s1", None, 40.0), ("base-s2", None, 42.0), ("elmo-s1", {}, 50.0),
-                            ("elmo-s2", {}, 52.0), ("elmo-mod-s1", {"elmo_at_modeling": True}, 70.0)]:
+                            ("elmo-s2", {}, 52.0), ("elmo-mod-s1", {"elmo_at_modeling": True}, 70.0),
+                            ("elmo-tok-s1", {"elmo_only_layer": 0}, 45.0)]:
         d = tmp_path / "bidaf" / name
         d.mkdir(parents=True)
         cfg = {"elmo_model": "zh-char-elmo" if extra is not None else None, "train_fraction": 1.0,
@@ -157,10 +158,11 @@ def test_elmo_at_another_layer_is_its_own_row_not_averaged_with_input_only(tmp_p
                                                     "train_seconds": 1.0}))
     runs = load_runs(tmp_path)
     assert sorted(r["variant"] for r in runs) == ["+ELMo", "+ELMo", "+ELMo (also at the modeling layer)",
-                                                  "baseline", "baseline"]
+                                                  "+ELMo, token layer only (no context)", "baseline", "baseline"]
     rows = [line for line in make_table(runs).splitlines() if line.startswith("| bidaf")]
     assert rows == ["| bidaf | 1 | f1 | 41.00 ± 1.41 | 51.00 ± 1.41 | +10.00 | 2/2 | 1/1 |",
-                    "| bidaf | 1, +ELMo (also at the modeling layer) | f1 | 41.00 ± 1.41 | 70.00 ± – | +29.00 | 2/1 | 1/1 |"]
+                    "| bidaf | 1, +ELMo (also at the modeling layer) | f1 | 41.00 ± 1.41 | 70.00 ± – | +29.00 | 2/1 | 1/1 |",
+                    "| bidaf | 1, +ELMo, token layer only (no context) | f1 | 41.00 ± 1.41 | 45.00 ± – | +4.00 | 2/1 | 1/1 |"]
     main([str(tmp_path), "--output", str(tmp_path / "out")])  # the plots take the third variant too
 
 

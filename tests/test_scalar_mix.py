@@ -31,6 +31,20 @@ def test_default_is_average_and_top_only():
     assert float(top.l2_penalty()) == 0.0
 
 
+def test_only_layer_returns_that_layer_alone():
+    x = _layers()
+    token = ScalarMix(3, gamma_init=0.5, only_layer=0, l2_coef=0.1)  # the context-free token layer
+    np.testing.assert_allclose(token(paddle.to_tensor(x)).numpy(), 0.5 * x[:, 0], rtol=1e-6)
+    np.testing.assert_allclose(token.weights().numpy(), [1.0, 0.0, 0.0])
+    assert float(token.l2_penalty()) == 0.0 and token.scalar_parameters.stop_gradient
+    np.testing.assert_allclose(ScalarMix(3, only_layer=-2)(paddle.to_tensor(x)).numpy(), x[:, 1], rtol=1e-6)
+    for bad in (3, -4):
+        with pytest.raises(UserError, match="only_layer must be in -3..2"):
+            ScalarMix(3, only_layer=bad)
+    with pytest.raises(UserError, match="contradicts"):
+        ScalarMix(3, top_layer_only=True, only_layer=0)
+
+
 def test_l2_penalty_is_lambda_times_squared_norm():
     w = [0.3, -1.0, 2.0]
     mix = ScalarMix(3, initial_scalar_parameters=w, l2_coef=0.01)

@@ -27,11 +27,13 @@ WEIGHTS, CONFIG, VOCAB = "model.safetensors", "config.json", "vocab.json"
 
 
 def build_elmo(cfg: dict[str, Any]) -> Any:
-    """The ELMo layer a run config describes (1 mix, or 2 with elmo_at_modeling): the same in training and
-    when a saved model is loaded (older configs may lack the elmo_* keys: their defaults apply)."""
+    """The ELMo layer a run config describes (1 mix, or 2 with elmo_at_modeling; one layer alone with
+    elmo_only_layer): the same in training and when a saved model is loaded (older configs may lack the
+    elmo_* keys: their defaults apply)."""
     return _build_elmo(str(cfg["elmo_model"]), mixes=2 if cfg.get("elmo_at_modeling") else 1,
                        gamma=float(cfg.get("elmo_gamma", 1.0)), dropout=float(cfg.get("elmo_dropout", 0.5)),
-                       l2=float(cfg.get("elmo_l2", 0.0)), char_unit=True)  # BiDAF's tokens are characters
+                       l2=float(cfg.get("elmo_l2", 0.0)), char_unit=True,  # BiDAF's tokens are characters
+                       only_layer=cfg.get("elmo_only_layer"))
 
 
 def build_reader(cfg: dict[str, Any], char_vocab: int, word_vocab: int) -> BiDAF:
@@ -66,7 +68,7 @@ def load_weights(model: BiDAF, model_dir: str | Path) -> None:
     want = set(trainable_state(model))
     if want - set(state):
         raise UserError(f"{d / WEIGHTS} lacks weights {sorted(want - set(state))[:3]}...: wrong model folder?")
-    model.set_state_dict({k: paddle.to_tensor(v) for k, v in state.items()})
+    ckpt.set_weights(model, state)
 
 
 def load_model(model_dir: str | Path) -> tuple[BiDAF, TokenIds, TokenIds, dict[str, Any]]:

@@ -68,6 +68,7 @@ class BidafConfig:
     elmo_dropout: float = 0.5
     elmo_at_modeling: bool = False
     elmo_l2: float = 0.0
+    elmo_only_layer: int | None = None  # null: a learnt mix of all layers; 0: the token layer alone (no context)
     elmo_cache_mb: float = 2048.0
     elmo_cache_dir: str | None = ".cache/elmo_layers"  # disk cache shared across runs; null: memory only
     # optimisation
@@ -188,7 +189,8 @@ def build(cfg: BidafConfig, train: list[Feature]) -> Reader:
 
 
 HPARAMS = ("train_fraction", "seed", "hidden", "char_dim", "word_dim", "dropout", "lr", "batch_size", "epochs",
-           "max_context_len", "elmo_model", "elmo_gamma", "elmo_dropout", "elmo_at_modeling", "elmo_l2")
+           "max_context_len", "elmo_model", "elmo_gamma", "elmo_dropout", "elmo_at_modeling", "elmo_l2",
+           "elmo_only_layer")
 
 
 def train(cfg: BidafConfig, cfg_dict: dict[str, Any], splits: dict[str, Split], run_dir: Path, reader: Reader):

@@ -112,7 +112,7 @@ def restore(path: Path, model: paddle.nn.Layer, optimizer: paddle.optimizer.Opti
     wrong = sorted(k for k in own if k not in arrays or list(arrays[k].shape) != list(own[k].shape))
     if wrong or set(arrays) - set(own):
         raise UserError(f"{path / WEIGHTS} does not fit this model (e.g. {(wrong or sorted(set(arrays) - set(own)))[0]})")
-    model.set_state_dict({k: paddle.to_tensor(a) for k, a in arrays.items()})
+    ckpt.set_weights(model, arrays)
     ckpt.load_optimizer(optimizer, model, path, state.pop("optimizer_extra", {}))
     return state
 

@@ -89,19 +89,20 @@ def build_optimizer(model: Any, lr: float, clip_norm: float | None) -> Any:
 
 
 def build_elmo(model_dir: str, *, mixes: int, gamma: float, dropout: float, l2: float,
-               char_unit: bool = False) -> Any:
+               char_unit: bool = False, only_layer: int | None = None) -> Any:
     """The frozen-biLM ELMo layer (`elmo_paddle.elmo.Elmo`) with `mixes` scalar mixes.
 
     One mix feeds the task's input; a second one feeds a later layer (LAC's `elmo_at_output`, BiDAF's
     `elmo_at_modeling`).  `model_dir` may be a shipped model's name (`zh-char-elmo`); a missing one is a
     one-line error from `Elmo` that lists the shipped names.  `char_unit`: the task's tokens are characters, so a word-unit biLM is refused.
+    `only_layer`: every mix is that one biLM layer (0: the context-free token layer) instead of a learnt mix.
     """
     try:
         from elmo_paddle.elmo import Elmo
     except ImportError as e:
         raise UserError(f"--elmo-model needs elmo_paddle.elmo, which cannot be imported here: {e}") from None
     elmo = Elmo(str(model_dir), num_output_representations=mixes, dropout=dropout, gamma_init=gamma,
-                layer_norm=False, l2_coef=l2)
+                layer_norm=False, l2_coef=l2, only_layer=only_layer)
     if char_unit and getattr(elmo, "unit", "char") != "char":
         # a word-unit biLM would need word->char broadcasting (not built)
         raise UserError(f"{model_dir}: this task needs a character-unit ELMo model, this one uses "

@@ -9,15 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import paddle
-
 from elmo_paddle import checkpoint as ckpt
 from elmo_paddle.errors import UserError
 from elmo_paddle.model_io import shipped_or_path
+from elmo_paddle.vocab import TokenIds
 from tasks.common import elmo_ref
 from tasks.common.run import build_elmo
-
-from elmo_paddle.vocab import TokenIds
 
 from .batching import char_vocab_from_json
 from .model import LacTagger
@@ -65,6 +62,6 @@ def load_model(model_dir: str | Path, elmo=None) -> tuple[LacTagger, dict[str, A
     absent = sorted(k for k in model.trainable_state() if k not in weights)
     if absent:
         raise UserError(f"{d}/model.safetensors lacks weights: {', '.join(absent[:5])}")
-    model.set_state_dict({k: paddle.to_tensor(v) for k, v in weights.items()})
+    ckpt.set_weights(model, weights)
     model.eval()
     return model, cfg, vocab, tags
