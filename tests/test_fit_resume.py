@@ -162,6 +162,41 @@ def test_a_run_folder_another_process_trains_is_refused_and_freed_when_it_ends(t
     fit(*_model(0), _hooks(), _cfg(tmp_path, epochs=1, resume=True))
 
 
+@pytest.mark.parametrize("task", ["lac", "bidaf"])
+def test_a_task_run_is_claimed_before_its_setup(tmp_path, capsys, task):
+    """A second process on a run, or a fresh run on a folder with checkpoints, is refused before the minutes of
+    data loading (here the data dir does not exist: the claim's error comes first); a run that fails in its
+    setup leaves no empty run folder."""
+    import fcntl
+
+    from tasks.bidaf.finetune import main as bidaf_main
+    from tasks.lac.finetune import main as lac_main
+
+    main = lac_main if task == "lac" else bidaf_main
+    runs = tmp_path / "runs"
+    args = ["--data-dir", str(tmp_path / "no-data"), "--run-name", "r", f"runs_dir={runs}"]
+    assert main(args) == 2 and "does not exist" in capsys.readouterr().err
+    assert not (runs / "r").exists()  # the failed setup left nothing behind
+
+    (runs / "r" / "checkpoints" / "step-00000010").mkdir(parents=True)
+    (runs / "r" / "checkpoints" / "step-00000010" / "manifest.json").write_text("{}")
+    assert main(args) == 2 and "already holds checkpoints" in capsys.readouterr().err
+    with open(runs / "r" / ".train.lock", "a+") as f:  # as another process holding the run
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert main([*args, "--resume"]) == 2 and "being trained by another process" in capsys.readouterr().err
+    assert main([*args, "--resume"]) == 2 and "does not exist" in capsys.readouterr().err  # freed: setup runs
+    assert (runs / "r" / "checkpoints").is_dir()  # a folder that held something is never removed
+
+
+def test_hold_is_reentrant_in_one_process(tmp_path):
+    from tasks.common.fit_checkpoint import hold
+
+    with hold(tmp_path):
+        with hold(tmp_path):  # a task's main claims the run, then fit holds it again
+            pass
+        fit(*_model(0), _hooks(), _cfg(tmp_path, epochs=1))
+
+
 def test_resume_with_changed_settings_is_refused(tmp_path):
     fit(*_model(0), _hooks(), _cfg(tmp_path, epochs=1))
     with pytest.raises(UserError, match="settings changed.*lr"):

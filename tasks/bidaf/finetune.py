@@ -28,6 +28,7 @@ from elmo_paddle.errors import UserError, cli
 from elmo_paddle.runtime import to_tensors
 from elmo_paddle.vocab import TokenIds
 from tasks.common.checks import check_task_config
+from tasks.common.fit_checkpoint import claim
 from tasks.common.run import (build_optimizer, fit_fingerprint, load_run_config, run_parser,
                               seed_everything, write_metrics)
 
@@ -256,23 +257,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     # a stable default name (variant, fraction, seed), so that --resume finds the run again
     run_name = cfg.run_name or f"{'elmo' if cfg.elmo_model else 'base'}-f{cfg.train_fraction:g}-s{cfg.seed}"
     run_dir = Path(cfg.runs_dir) / run_name
-    splits = load_splits(cfg, data_dir)
-    reader = build(cfg, splits["train"].features)
-    cfg_dict = to_dict(cfg)
-    cfg_dict["run_name"] = run_name
-    res = train(cfg, cfg_dict, splits, run_dir, reader)
-    scores, test_seconds = score_test(cfg, run_dir, splits["test"], reader)
-    metrics = {
-        "test": scores, "test_file": str(_resolve(cfg.test_file, data_dir)), "dev_best": res.best,
-        "best_step": res.best_step, "steps": res.steps, "train_seconds": round(res.train_seconds, 1),
-        "test_seconds": round(test_seconds, 1), "train_questions": len(splits["train"].examples),
-        "train_windows": len(splits["train"].features),
-        "data": {**{name: s.stats.as_dict() for name, s in splits.items()},
-                 "windows": {name: s.windows for name, s in splits.items()}},
-        "elmo_cache": reader.cache.report() if reader.cache is not None else None,
-        "config": cfg_dict, "dev_history": res.history,
-    }
-    write_metrics(run_dir, metrics)
+    with claim(run_dir, cfg.resume):  # before the setup: a second process on this run is refused at once
+        splits = load_splits(cfg, data_dir)
+        reader = build(cfg, splits["train"].features)
+        cfg_dict = to_dict(cfg)
+        cfg_dict["run_name"] = run_name
+        res = train(cfg, cfg_dict, splits, run_dir, reader)
+        scores, test_seconds = score_test(cfg, run_dir, splits["test"], reader)
+        metrics = {
+            "test": scores, "test_file": str(_resolve(cfg.test_file, data_dir)), "dev_best": res.best,
+            "best_step": res.best_step, "steps": res.steps, "train_seconds": round(res.train_seconds, 1),
+            "test_seconds": round(test_seconds, 1), "train_questions": len(splits["train"].examples),
+            "train_windows": len(splits["train"].features),
+            "data": {**{name: s.stats.as_dict() for name, s in splits.items()},
+                     "windows": {name: s.windows for name, s in splits.items()}},
+            "elmo_cache": reader.cache.report() if reader.cache is not None else None,
+            "config": cfg_dict, "dev_history": res.history,
+        }
+        write_metrics(run_dir, metrics)
     print(json.dumps({"run": str(run_dir), "test": scores, "dev_best": res.best,
                       "train_seconds": metrics["train_seconds"]}, ensure_ascii=False))
     return 0

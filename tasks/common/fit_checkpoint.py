@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -27,12 +28,19 @@ STATE, WEIGHTS, OPTIMIZER = "fit_state.json", "weights.safetensors", "optimizer.
 AVERAGES = "weight_averages.safetensors"  # runs with `ema_decay` (tasks/common/ema.py)
 
 
+_HELD: set[Path] = set()  # run folders this process holds: `hold` is re-entrant (a task's main, then `fit`)
+
+
 @contextlib.contextmanager
 def hold(run_dir: Path) -> Iterator[None]:
     """Own `run_dir` while training: a second process on the same run (e.g. two queues that both list it) is a
     one-line error instead of both writing its checkpoints and logs.  An flock: the kernel frees it when the
     holder dies, even by `kill -9`, so a crashed run never leaves a stale lock behind."""
-    with open(Path(run_dir) / ".train.lock", "a+") as f:
+    key = Path(run_dir).resolve()
+    if key in _HELD:
+        yield
+        return
+    with open(key / ".train.lock", "a+") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -43,7 +51,37 @@ def hold(run_dir: Path) -> Iterator[None]:
         f.truncate()
         f.write(str(os.getpid()))
         f.flush()
-        yield
+        _HELD.add(key)
+        try:
+            yield
+        finally:
+            _HELD.discard(key)
+
+
+@contextlib.contextmanager
+def claim(run_dir: Path, resume: bool) -> Iterator[None]:
+    """Hold `run_dir` for a whole task run: setup, training, test scoring and metrics.json.
+
+    Taken before the minutes of data loading and model building, so a second process on the run, or a fresh
+    run on a folder with checkpoints, is refused at once; and held until metrics.json is written, so nothing
+    resumes a run whose test set is still being scored.
+    """
+    run_dir = Path(run_dir)
+    created = not run_dir.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with hold(run_dir):
+            if not resume and ckpt.list_checkpoints(run_dir):
+                _refuse_fresh(run_dir)
+            yield
+    finally:  # a run that failed in its setup (e.g. a wrong --data-dir) leaves no empty folder behind
+        if created and {p.name for p in run_dir.iterdir()} <= {".train.lock"}:
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _refuse_fresh(run_dir: Path) -> None:
+    raise UserError(f"{run_dir} already holds checkpoints of an earlier run: pass --resume to continue it, or "
+                    "choose another --run-name")
 
 
 def trainable_arrays(model: paddle.nn.Layer) -> dict[str, np.ndarray]:
@@ -77,8 +115,7 @@ def to_resume(run_dir: Path, resume: bool) -> Path | None:
     found = ckpt.list_checkpoints(run_dir)
     if not resume:
         if found:
-            raise UserError(f"{run_dir} already holds checkpoints of an earlier run: pass --resume to continue "
-                            "it, or choose another --run-name")
+            _refuse_fresh(run_dir)
         return None
     if not found:
         print(f"note: --resume given but no checkpoint in {run_dir}/checkpoints; starting from scratch")

@@ -210,13 +210,21 @@ def summary(out: dict[str, Any], steps: int) -> str:
 
 @cli
 def main(argv: list[str] | None = None) -> int:
+    from tasks.common.fit_checkpoint import claim
+
+    cfg = configure(argv)
+    with claim(Path(cfg.runs_dir) / cfg.run_name, cfg.resume):  # before the setup: a second process is refused
+        return run(cfg)
+
+
+def run(cfg: LacConfig) -> int:
+    """Load the data, train (or resume), score the best model on test and write metrics.json."""
     from tasks.common.trainer import FitConfig, TaskHooks, fit
 
     from .batching import example_batches
     from .checkpoint import load_model, save_model
     from .model import batch_tensors
 
-    cfg = configure(argv)
     rejects = Rejects()
     train, dev, test, tags, has_seg = prepare(cfg, rejects)
     rejects.warn()
