@@ -5,13 +5,12 @@
 #
 #   lane 0 (core 0): the shipped biLM v3, configs/elmo_medium.yaml (bf16 where the CPU has AMX; ~2,000
 #                    tokens/s, 19,104 steps, ~6.5 hours on one core; done) -> LAC 100% +ELMo with it (3 seeds)
-#                    -> LAC 100% with the mix also at the BiGRU output (seed 1) -> LAC 5% / 20% (both
-#                    variants) -> MSRA NER (both variants)
+#                    -> LAC 100% with the mix also at the BiGRU output (seed 1; done) -> LAC 5% / 20% (both
+#                    variants) -> MSRA NER (+ELMo)
 #   lane 1 (core 1): LAC on all of PD1998 (3 seeds; done) -> BiDAF on all of CMRC 2018 (seed 1 of baseline and
 #                    +ELMo, then seed 2 of both, then the ELMo-at-the-modeling-layer row, then the control with
-#                    the biLM's token layer alone); one run at a time,
-#                    one thread.  The LAC rows are all lane 0's since the ninth session: BiDAF alone is ~15
-#                    hours of one core, the LAC rows ~13
+#                    the biLM's token layer alone) -> MSRA NER (baselines); one run at a time, one thread.
+#                    At the tenth session each lane had ~11-12 hours of one core left, ending about together
 #
 #   experiments/long_runs.sh            # both lanes in the background; logs in logs/
 #   experiments/long_runs.sh status     # where each lane is
@@ -45,7 +44,7 @@ lane0() {
       dataset=pd1998 epochs=60 eval_every=316 patience=6 threads=1 elmo_at_output=true >> logs/lac_elmo_out.log 2>&1 || return
   fi
   pipeline 0 pipeline_lac_fractions || return
-  pipeline 0 pipeline_msra
+  pipeline 0 pipeline_msra "lac.variants=[elmo]"  # lane 1 runs the MSRA baselines after its BiDAF queue
 }
 
 lane1() {
@@ -64,8 +63,10 @@ lane1() {
   if [ ! -f runs_bidaf_full/bidaf/elmo-tok-f1-s1/metrics.json ]; then
     OMP_NUM_THREADS=1 taskset -c 1 "$PY" -m tasks.bidaf.finetune --config configs/bidaf.yaml --train-fraction 1.0 \
       --seed 1 --run-name elmo-tok-f1-s1 --resume --data-dir "$DATA" --elmo-model zh-char-elmo \
-      runs_dir=runs_bidaf_full/bidaf epochs=20 patience=3 ema_decay=0.999 elmo_only_layer=0 >> logs/bidaf_elmo_tok.log 2>&1
+      runs_dir=runs_bidaf_full/bidaf epochs=20 patience=3 ema_decay=0.999 elmo_only_layer=0 >> logs/bidaf_elmo_tok.log 2>&1 \
+      || return
   fi
+  pipeline 1 pipeline_msra "lac.variants=[baseline]"  # lane 0 runs the +ELMo ones: both lanes end ~together
 }
 
 if [ "${1:-}" = status ]; then
