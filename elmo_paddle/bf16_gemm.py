@@ -67,6 +67,24 @@ def available() -> bool:
     return _dnnl() is not None
 
 
+def add_flag(parser) -> None:
+    """The `--bf16` flag of the inference CLIs (embed, tasks.lac.predict, tasks.bidaf.predict)."""
+    parser.add_argument("--bf16", action="store_true",
+                        help="bfloat16 matrix products on CPUs with AMX: faster, float32 sums (ELMo layers within "
+                             "~0.4%%; RESULTS.md has the scores measured with it); as ELMO_PADDLE_BF16=1")
+
+
+def apply_flag(on: bool, warn) -> None:
+    """Act on `--bf16` before any model loads (the biLM snapshots its kernels at load): turn the path on for
+    this process, or `warn` that it stays float32 where the CPU has no AMX or oneDNN does not load."""
+    if not on:
+        return
+    os.environ["ELMO_PADDLE_BF16"] = "1"
+    _state.clear()  # decided again, now with the setting on
+    if not available():
+        warn("--bf16 ignored: this CPU has no AMX (or paddle's oneDNN did not load); computing in float32")
+
+
 def to_bf16(a: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """float32 -> bfloat16 bits (uint16), rounded to nearest even."""
     u = np.ascontiguousarray(a, dtype=np.float32).view(np.uint32)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import validate
+from . import bf16_gemm, validate
 from .errors import UserError, cli
 
 LAYER_CHOICES = ("all", "top", "average")
@@ -98,6 +98,7 @@ def _build_arg_parser() -> argparse.ArgumentParser:
                     help="refuse, before any work, input whose vectors (all layers) would exceed this many MB "
                          "(default 2048; every token is 3 x 2*proj_dim float32 values)")
     ap.add_argument("--no-progress", action="store_true")
+    bf16_gemm.add_flag(ap)
     return ap
 
 
@@ -163,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     from .embedder import ElmoEmbedder
 
     logging.basicConfig(level=logging.WARNING, format="warning: %(message)s", stream=sys.stderr)
+    bf16_gemm.apply_flag(args.bf16, lambda msg: print(f"warning: {msg}", file=sys.stderr))
     emb = ElmoEmbedder(args.model, max_length=args.max_length, threads=args.threads or None,
                        token_cache=args.token_cache)
     token_lists = sentences_to_token_lists(sentences, emb.vocab.unit)

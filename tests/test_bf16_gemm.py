@@ -26,6 +26,19 @@ def test_off_unless_asked(monkeypatch):
     assert not bf16_gemm.available()
 
 
+def test_the_bf16_flag_turns_the_path_on_or_says_why_not(monkeypatch):
+    """`--bf16` (embed and the predict CLIs) sets the path on before a model loads; without AMX it warns."""
+    monkeypatch.delenv("ELMO_PADDLE_BF16", raising=False)
+    monkeypatch.setattr(bf16_gemm, "_state", {})
+    said: list[str] = []
+    bf16_gemm.apply_flag(False, said.append)
+    assert not bf16_gemm.available() and said == []
+    monkeypatch.setattr(bf16_gemm, "_has_amx", lambda: False)
+    bf16_gemm.apply_flag(True, said.append)
+    assert not bf16_gemm.available() and len(said) == 1 and "--bf16 ignored" in said[0]
+    monkeypatch.undo()  # the real CPU, the variable unset again
+
+
 def test_rounding_to_bf16_is_to_nearest_even():
     x = np.array([1.0, 1.0 + 2**-8, 1.0 + 3 * 2**-8, -2.5, 1e-30], dtype=np.float32)
     back = (bf16_gemm.to_bf16(x).astype(np.uint32) << 16).view(np.float32)

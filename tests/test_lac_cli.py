@@ -89,6 +89,19 @@ def test_predict_io_contract(trained, tmp_path):
     assert lines[0] == "我们 爱北京" and lines[1].replace(" ", "") == "他们今天去上海" and "  " not in lines[1]
 
 
+def test_predict_bf16_flag(trained):
+    """`--bf16` tags as float32 does on this tiny model (AMX CPUs), or warns and stays float32 (others)."""
+    root, _ = trained
+    model = str(root / "runs" / "tiny" / "best")
+    plain = _run("tasks.lac.predict", "--model", model, stdin="我们爱北京\n张三去上海了\n".encode())
+    bf16 = _run("tasks.lac.predict", "--model", model, "--bf16", stdin="我们爱北京\n张三去上海了\n".encode())
+    assert plain.returncode == 0 and bf16.returncode == 0, bf16.stderr.decode()
+    assert bf16.stdout == plain.stdout
+    from elmo_paddle.bf16_gemm import _has_amx
+
+    assert ("--bf16 ignored" in bf16.stderr.decode()) == (not _has_amx())  # (an AMX CPU whose oneDNN fails: rare)
+
+
 def test_clear_errors_not_tracebacks(tmp_path):
     proc = _run("tasks.lac.finetune", "--dataset", "pd1998", "--data-dir", str(tmp_path / "none"),
                 f"runs_dir={tmp_path}")

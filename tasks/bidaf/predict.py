@@ -16,7 +16,7 @@ import sys
 import time
 from typing import Sequence
 
-from elmo_paddle import validate
+from elmo_paddle import bf16_gemm, validate
 from elmo_paddle.errors import UserError, cli
 from elmo_paddle.text import normalize_width
 
@@ -35,6 +35,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=64, help="windows per forward pass (default 64)")
     p.add_argument("--max-answer-len", type=int,
                    help="longest answer in characters (default: the model's max_answer_len, 64 for the shipped ones)")
+    bf16_gemm.add_flag(p)
     return p.parse_args(argv)
 
 
@@ -90,6 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     examples = _read_questions(args.input) if args.input else _single_question(args.context, args.question)
     from .checkpoint import load_model
 
+    bf16_gemm.apply_flag(args.bf16, lambda msg: print(f"warning: {msg}", file=sys.stderr))
     model, chars, words, cfg = load_model(args.model)
     max_ctx, stride = int(cfg.get("max_context_len", 400)), int(cfg.get("doc_stride", 300))
     max_q, max_ans = int(cfg.get("max_question_len", 64)), args.max_answer_len or int(cfg.get("max_answer_len", 64))

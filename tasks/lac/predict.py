@@ -16,6 +16,7 @@ import argparse
 import sys
 from typing import BinaryIO, Iterator
 
+from elmo_paddle import bf16_gemm
 from elmo_paddle.errors import UserError, cli
 
 
@@ -56,11 +57,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dict", help="forced segmentations: one 'word' or 'word/TAG' per line")
     ap.add_argument("--max-chars", type=int, default=256,
                     help="longer lines are tagged in chunks of this many characters, with a warning (default 256)")
+    bf16_gemm.add_flag(ap)
     args = ap.parse_args(argv)
     if args.batch_size < 1 or args.max_chars < 1:
         raise UserError("--batch-size and --max-chars must be positive")
 
     from .tagger import Tagger, UserDict
+
+    bf16_gemm.apply_flag(args.bf16, _warn)
 
     user_dict = UserDict.load(args.dict, _warn) if args.dict else None
     tagger = Tagger(args.model, batch_size=args.batch_size, max_chars=args.max_chars, user_dict=user_dict,
