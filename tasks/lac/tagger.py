@@ -39,7 +39,7 @@ def words_from_tags(text: str, pos: list[int], model_text: str, tags: list[str],
     for i, t in enumerate(tags):
         lab, _, bi = t.rpartition("-")
         labels[i] = lab if t != OUTSIDE else OUTSIDE
-        starts[i] = i == 0 or (bi == "B" and t != OUTSIDE) or labels[i] != labels[i - 1] \
+        starts[i] = i == 0 or bi == "B" or labels[i] != labels[i - 1] \
             or pos[i] != pos[i - 1] + 1  # whitespace in the input always separates words
     if user_dict is not None:
         for s, e, tag in user_dict.matches(model_text):
