@@ -28,7 +28,9 @@ def test_off_unless_asked(monkeypatch):
 
 def test_the_bf16_flag_turns_the_path_on_or_says_why_not(monkeypatch):
     """`--bf16` (embed and the predict CLIs) sets the path on before a model loads; without AMX it warns."""
-    monkeypatch.delenv("ELMO_PADDLE_BF16", raising=False)
+    # apply_flag writes os.environ itself: setenv first, so that teardown unsets it again (a leaked "1" would
+    # turn bf16 on for the session-scoped models other tests build between tests)
+    monkeypatch.setenv("ELMO_PADDLE_BF16", "0")
     monkeypatch.setattr(bf16_gemm, "_state", {})
     said: list[str] = []
     bf16_gemm.apply_flag(False, said.append)
@@ -36,7 +38,6 @@ def test_the_bf16_flag_turns_the_path_on_or_says_why_not(monkeypatch):
     monkeypatch.setattr(bf16_gemm, "_has_amx", lambda: False)
     bf16_gemm.apply_flag(True, said.append)
     assert not bf16_gemm.available() and len(said) == 1 and "--bf16 ignored" in said[0]
-    monkeypatch.undo()  # the real CPU, the variable unset again
 
 
 def test_rounding_to_bf16_is_to_nearest_even():
