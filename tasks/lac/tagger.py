@@ -29,34 +29,6 @@ def chunk_spans(text: str, max_chars: int) -> list[tuple[int, int]]:
     return spans
 
 
-def words_from_tags(text: str, pos: list[int], model_text: str, tags: list[str],
-                    user_dict: UserDict | None = None) -> list[tuple[str, str]]:
-    """Group the characters of `text` at `pos` (its non-space characters, `model_text` once normalised) into
-    (word, label) pieces by their tags ('n-B', 'n-I', ... or 'O').  Consecutive 'O' characters form one piece:
-    an NER-only model (MSRA) segments nothing, and one piece per character made its output unreadable."""
-    n = len(pos)
-    starts, labels = [False] * n, [OUTSIDE] * n
-    for i, t in enumerate(tags):
-        lab, _, bi = t.rpartition("-")
-        labels[i] = lab if t != OUTSIDE else OUTSIDE
-        starts[i] = i == 0 or bi == "B" or labels[i] != labels[i - 1] \
-            or pos[i] != pos[i - 1] + 1  # whitespace in the input always separates words
-    if user_dict is not None:
-        for s, e, tag in user_dict.matches(model_text):
-            lab = tag or labels[s]
-            for i in range(s, e):
-                starts[i], labels[i] = i == s, lab
-            if e < n:
-                starts[e] = True
-    words: list[tuple[str, str]] = []
-    for i in range(n):
-        if starts[i] or not words:
-            words.append((text[pos[i]], labels[i]))
-        else:
-            words[-1] = (words[-1][0] + text[pos[i]], words[-1][1])
-    return words
-
-
 class UserDict:
     """Forced segmentations: one `word` or `word/TAG` per line; longest match wins, left to right."""
 
@@ -100,6 +72,34 @@ class UserDict:
             else:
                 i += 1
         return out
+
+
+def words_from_tags(text: str, pos: list[int], model_text: str, tags: list[str],
+                    user_dict: UserDict | None = None) -> list[tuple[str, str]]:
+    """Group the characters of `text` at `pos` (its non-space characters, `model_text` once normalised) into
+    (word, label) pieces by their tags ('n-B', 'n-I', ... or 'O').  Consecutive 'O' characters form one piece:
+    an NER-only model (MSRA) segments nothing, and one piece per character made its output unreadable."""
+    n = len(pos)
+    starts, labels = [False] * n, [OUTSIDE] * n
+    for i, t in enumerate(tags):
+        lab, _, bi = t.rpartition("-")
+        labels[i] = lab if t != OUTSIDE else OUTSIDE
+        starts[i] = i == 0 or bi == "B" or labels[i] != labels[i - 1] \
+            or pos[i] != pos[i - 1] + 1  # whitespace in the input always separates words
+    if user_dict is not None:
+        for s, e, tag in user_dict.matches(model_text):
+            lab = tag or labels[s]
+            for i in range(s, e):
+                starts[i], labels[i] = i == s, lab
+            if e < n:
+                starts[e] = True
+    words: list[tuple[str, str]] = []
+    for i in range(n):
+        if starts[i] or not words:
+            words.append((text[pos[i]], labels[i]))
+        else:
+            words[-1] = (words[-1][0] + text[pos[i]], words[-1][1])
+    return words
 
 
 class Tagger:
