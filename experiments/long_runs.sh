@@ -3,14 +3,14 @@
 # core, each a queue of resumable commands.  Rerun the same script after any stop (a session's end, a crash):
 # every run resumes exactly from its last checkpoint and finished runs are skipped.
 #
-#   lane 0 (core 0): the shipped biLM v3, configs/elmo_medium.yaml (bf16 where the CPU has AMX; ~2,000
-#                    tokens/s, 19,104 steps, ~6.5 hours on one core; done) -> LAC 100% +ELMo with it (3 seeds)
-#                    -> LAC 100% with the mix also at the BiGRU output (seed 1; done) -> LAC 5% / 20% (both
-#                    variants) -> MSRA NER (+ELMo)
-#   lane 1 (core 1): LAC on all of PD1998 (3 seeds; done) -> BiDAF on all of CMRC 2018 (seed 1 of baseline and
-#                    +ELMo, then seed 2 of both, then the ELMo-at-the-modeling-layer row, then the control with
-#                    the biLM's token layer alone) -> MSRA NER (baselines); one run at a time, one thread.
-#                    At the tenth session each lane had ~11-12 hours of one core left, ending about together
+#   lane 0 (core 0): MSRA NER +ELMo (3 seeds) -> LAC 5% / 20% again (both variants, 3 seeds)
+#   lane 1 (core 1): MSRA NER baselines (seeds 2, 3) -> LAC 5% / 20% baselines -> MSRA baseline seed 1 again
+#                    -> BiDAF +ELMo seed 2 -> the ELMo-at-the-modeling-layer row
+#                    -> the control with the biLM's token layer alone.  One run at a time, one thread.
+# Done before (RESULTS.md): the biLM v3 (shipped as zh-char-elmo), LAC 100% (both variants, 3 seeds), BiDAF
+# baseline seeds 1-2 and +ELMo seed 1.  Run folders (runs_*/) are not in git and a new checkout starts without
+# them: after each queue, `keep` copies the finished runs' small records to results/ (commit them), and
+# `python -m tasks.compare results/<runs_dir>` rebuilds the tables from there.
 #
 #   experiments/long_runs.sh            # both lanes in the background; logs in logs/
 #   experiments/long_runs.sh status     # where each lane is
@@ -30,33 +30,36 @@ pipeline() {  # pipeline CORE CONFIG [overrides...]: one run at a time on one co
     "$@" >> "logs/$cfg.log" 2>&1
 }
 
+keep() {  # keep RUNS_DIR: copy its finished runs' small records into results/ (tracked in git; commit them)
+  "$PY" experiments/keep_results.py "$1" >> logs/keep_results.log 2>&1
+}
+
 lane0() {
-  if [ ! -f models/elmo_medium/final/manifest.json ]; then
-    ELMO_PADDLE_BF16=1 taskset -c 0 "$PY" -m elmo_paddle.pretrain --config configs/elmo_medium.yaml --data-dir "$DATA" \
-      --no-progress --resume >> logs/elmo_medium.log 2>&1 || return
-  fi
-  # LAC at 100% +ELMo with the shipped biLM v3 (the v2 runs are kept in runs_full_v2/; lane 1 ran the
-  # baselines), then the 5% / 20% rows and MSRA, baseline and +ELMo seed by seed
-  pipeline 0 pipeline_lac_full "lac.variants=[elmo]" || return
-  if [ ! -f runs_full/lac/elmo-out-f1-s1/metrics.json ]; then  # the mix also at the BiGRU's output (one seed first)
-    OMP_NUM_THREADS=1 taskset -c 0 "$PY" -m tasks.lac.finetune --config configs/lac.yaml --train-fraction 1.0 --seed 1 \
-      --run-name elmo-out-f1-s1 --resume --data-dir "$DATA" --elmo-model zh-char-elmo runs_dir=runs_full/lac \
-      dataset=pd1998 epochs=60 eval_every=316 patience=6 threads=1 elmo_at_output=true >> logs/lac_elmo_out.log 2>&1 || return
-  fi
+  # MSRA NER +ELMo (the shipped biLM v3), seeds 1-3; lane 1 runs the baselines
+  pipeline 0 pipeline_msra "lac.variants=[elmo]" || return
+  keep runs_msra
+  # the 5% / 20% rows again (their run folders were lost with the eleventh session's new checkout; their means
+  # are in RESULTS section 3), so that every row has its per-run record under results/
   pipeline 0 pipeline_lac_fractions || return
-  pipeline 0 pipeline_msra "lac.variants=[elmo]"  # lane 1 runs the MSRA baselines after its BiDAF queue
+  keep runs_full
 }
 
 lane1() {
-  pipeline 1 pipeline_lac_full "lac.variants=[baseline]" || return  # its +ELMo runs (biLM v3) are lane 0's
-  # BiDAF: seed 1 of both variants first (the comparison the issue asks for, one seed), then seed 2 of both
-  pipeline 1 pipeline_bidaf_full "bidaf.variants=[baseline,elmo]" "bidaf.seeds=[1]" || return
-  pipeline 1 pipeline_bidaf_full "bidaf.variants=[baseline,elmo]" || return
+  pipeline 1 pipeline_msra "lac.variants=[baseline]" "lac.seeds=[2,3]" || return
+  keep runs_msra
+  pipeline 1 pipeline_lac_fractions "lac.variants=[baseline]" || return  # lane 0 runs the +ELMo ones
+  keep runs_full
+  pipeline 1 pipeline_msra "lac.variants=[baseline]" "lac.seeds=[1]" || return  # its numbers are in RESULTS; its record was lost
+  keep runs_msra
+  # BiDAF: what is still to run (baseline seeds 1-2 and +ELMo seed 1 are done: RESULTS section 4)
+  pipeline 1 pipeline_bidaf_full "bidaf.variants=[elmo]" "bidaf.seeds=[2]" || return
+  keep runs_bidaf_full
   if [ ! -f runs_bidaf_full/bidaf/elmo-mod-f1-s1/metrics.json ]; then  # ELMo also at the modeling layer's output
     OMP_NUM_THREADS=1 taskset -c 1 "$PY" -m tasks.bidaf.finetune --config configs/bidaf.yaml --train-fraction 1.0 \
       --seed 1 --run-name elmo-mod-f1-s1 --resume --data-dir "$DATA" --elmo-model zh-char-elmo \
       runs_dir=runs_bidaf_full/bidaf epochs=20 patience=3 ema_decay=0.999 elmo_at_modeling=true >> logs/bidaf_elmo_mod.log 2>&1 \
       || return
+    keep runs_bidaf_full
   fi
   # the control: the biLM's token layer alone (context-free vectors, a "pretrained word vectors" baseline); it
   # reads the +ELMo runs' layer cache, so no biLM encoding
@@ -65,8 +68,8 @@ lane1() {
       --seed 1 --run-name elmo-tok-f1-s1 --resume --data-dir "$DATA" --elmo-model zh-char-elmo \
       runs_dir=runs_bidaf_full/bidaf epochs=20 patience=3 ema_decay=0.999 elmo_only_layer=0 >> logs/bidaf_elmo_tok.log 2>&1 \
       || return
+    keep runs_bidaf_full
   fi
-  pipeline 1 pipeline_msra "lac.variants=[baseline]"  # lane 0 runs the +ELMo ones: both lanes end ~together
 }
 
 if [ "${1:-}" = status ]; then

@@ -174,3 +174,28 @@ def test_a_bidaf_run_is_told_apart_by_its_biLM_checksum_too(tmp_path):
     (d / "metrics.json").write_text(json.dumps({"score_scale": "percent", "test": {"f1": 50.0}, "config": cfg}))
     (d / "model" / "config.json").write_text(json.dumps({"sizes": {}, "config": {**cfg, "elmo_weights_sha256": "cc" * 32}}))
     assert [r["bilm"] for r in load_runs(tmp_path)] == ["zh-char-elmo (cccccccc)"]
+
+
+def test_kept_records_give_the_same_table(runs, tmp_path_factory):
+    """experiments/keep_results.py copies what compare reads (not checkpoints) into a tracked folder: the
+    table rebuilt from that copy is the run folders' table; an unfinished run (no metrics.json) is left out."""
+    import importlib.util
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location(
+        "keep_results", Path(__file__).resolve().parents[1] / "experiments" / "keep_results.py")
+    keep_results = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(keep_results)
+    (runs / "lac" / "elmo-s0" / "best").mkdir()
+    (runs / "lac" / "elmo-s0" / "best" / "config.json").write_text('{"elmo_weights_sha256": "ab12cd34ef"}')
+    (runs / "lac" / "elmo-s0" / "best" / "weights.safetensors").write_bytes(b"x" * 100)
+    (runs / "lac" / "running").mkdir()
+    (runs / "lac" / "running" / "history.json").write_text('{"history": []}')
+    into = tmp_path_factory.mktemp("results")
+    assert keep_results.main([str(runs), "--into", str(into)]) == 0
+    kept = into / runs.name
+    assert make_table(load_runs(kept)) == make_table(load_runs(runs))
+    assert make_run_table(load_runs(kept)) == make_run_table(load_runs(runs))
+    assert (kept / "lac" / "elmo-s0" / "best" / "config.json").is_file()
+    assert not (kept / "lac" / "elmo-s0" / "best" / "weights.safetensors").exists()
+    assert not (kept / "lac" / "running").exists()
+    assert keep_results.keep(runs, into) == []  # nothing changed: nothing copied again
