@@ -12,7 +12,7 @@ import paddle
 from tqdm import tqdm
 
 from . import checkpoint as ckpt
-from . import validate, vdl_log
+from . import dist, validate, vdl_log
 from .bilm import BiLM, BiLMConfig
 from .config import from_dict
 from .errors import UserError
@@ -69,24 +69,6 @@ def build_optimizer(cfg, model: paddle.nn.Layer) -> paddle.optimizer.Optimizer:
     raise UserError(f"train.optimizer must be adam or adagrad, not {cfg.optimizer!r}")
 
 
-def _dist_setup() -> tuple[int, int]:
-    world = int(os.environ.get("PADDLE_TRAINERS_NUM", "1"))
-    if world > 1:
-        from paddle.distributed import fleet
-
-        fleet.init(is_collective=True)
-        return paddle.distributed.get_rank(), paddle.distributed.get_world_size()
-    return 0, 1
-
-
-def _all_have_batch(have: bool, world: int) -> bool:
-    if world == 1:
-        return have
-    flag = paddle.to_tensor([1 if have else 0], dtype="int32")
-    paddle.distributed.all_reduce(flag, op=paddle.distributed.ReduceOp.MIN)
-    return bool(int(flag) == 1)
-
-
 def _params_finite(model: paddle.nn.Layer) -> bool:
     return all(bool(paddle.isfinite(p).all()) for p in model.parameters())
 
@@ -127,7 +109,7 @@ class _PretrainRun:
         self.cfg, self.tc, self.progress = cfg, cfg.train, progress
         if self.tc.threads:
             set_threads(self.tc.threads)
-        self.rank, self.world = _dist_setup()
+        self.rank, self.world = dist.setup()
         self.out = Path(cfg.output_dir)
         self.writer = None
         if self.rank == 0:
@@ -262,7 +244,7 @@ class _PretrainRun:
         self.model.train()
         while self.step < self.total:
             batch = next(batches, None)
-            if not _all_have_batch(batch is not None, world):
+            if not dist.all_true(batch is not None, world):
                 batches = self.batcher.epoch_batches()  # epoch done (on some rank): all ranks start the next one
                 continue
             value, lr = self.train_step(batch)
@@ -285,7 +267,7 @@ class _PretrainRun:
         value = float(loss)
         # every rank skips together (one rank skipping backward would leave the others waiting in its
         # gradient all-reduce forever)
-        if not _all_have_batch(math.isfinite(value), world):
+        if not dist.all_true(math.isfinite(value), world):
             self._skip_bad_step()
         else:
             self.bad = 0

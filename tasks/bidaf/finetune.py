@@ -6,8 +6,22 @@
 Writes runs/bidaf/<run-name>/: VisualDL logs (train loss, dev EM/F1, examples/s, hparams), model/ (best
 checkpoint by dev F1: model.safetensors, config.json, vocab.json), test_predictions.json ({qid: answer})
 and metrics.json (test + best dev scores, train time, data counts, config).
+
+Data parallel, one rank per core or GPU (each rank trains on its share of every batch of batch_size; rank 0
+evaluates, writes and scores the test set):
+  python -m paddle.distributed.launch --nproc_per_node 2 tasks/bidaf/finetune.py [the same arguments]
 """
 from __future__ import annotations
+
+if __name__ == "__main__" and not __package__:
+    # run as a script path (paddle.distributed.launch takes a file, not -m): make relative imports work
+    import sys as _sys
+    from pathlib import Path as _Path
+
+    _sys.path.insert(0, str(_Path(__file__).resolve().parents[2]))
+    import elmo_paddle  # noqa: F401  (sets the MKL environment before paddle loads)
+
+    __package__ = "tasks.bidaf"
 
 import json
 import random
@@ -21,7 +35,7 @@ import numpy as np
 import paddle
 
 from elmo_paddle import checkpoint as ckpt
-from elmo_paddle import validate
+from elmo_paddle import dist, validate
 from elmo_paddle.config import to_dict
 from elmo_paddle.data_dir import data_path
 from elmo_paddle.errors import UserError, cli
@@ -196,7 +210,7 @@ HPARAMS = ("train_fraction", "seed", "hidden", "char_dim", "word_dim", "dropout"
 
 def train(cfg: BidafConfig, cfg_dict: dict[str, Any], splits: dict[str, Split], run_dir: Path, reader: Reader):
     """`fit` with BiDAF's batches, loss and dev score (CMRC F1); the best model is saved to run_dir/model."""
-    from tasks.common.trainer import FitConfig, TaskHooks, fit
+    from tasks.common.trainer import FitConfig, TaskHooks, fit, shard
 
     opt = build_optimizer(reader.model, cfg.lr, cfg.grad_clip)
     params = [p for p in reader.model.parameters() if not p.stop_gradient]
@@ -208,7 +222,10 @@ def train(cfg: BidafConfig, cfg_dict: dict[str, Any], splits: dict[str, Split], 
         order = list(range(len(train_f)))
         random.Random(cfg.seed * 1000 + epoch).shuffle(order)
         for b in range(0, len(order), cfg.batch_size):
-            fb = [train_f[i] for i in order[b:b + cfg.batch_size]]
+            mine = shard(order[b:b + cfg.batch_size])  # this rank's share (all of it in one process)
+            if mine is None:
+                continue
+            fb = [train_f[i] for i in mine]
             yield fb, to_tensors(encode_batch(fb, reader.chars, reader.words))
 
     def loss_fn(m: BiDAF, batch) -> paddle.Tensor:
@@ -257,6 +274,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # a stable default name (variant, fraction, seed), so that --resume finds the run again
     run_name = cfg.run_name or f"{'elmo' if cfg.elmo_model else 'base'}-f{cfg.train_fraction:g}-s{cfg.seed}"
     run_dir = Path(cfg.runs_dir) / run_name
+    if dist.setup()[0] != 0:  # a data-parallel rank besides 0: it trains its shares and writes nothing
+        splits = load_splits(cfg, data_dir)
+        train(cfg, {**to_dict(cfg), "run_name": run_name}, splits, run_dir, build(cfg, splits["train"].features))
+        return 0
     with claim(run_dir, cfg.resume):  # before the setup: a second process on this run is refused at once
         splits = load_splits(cfg, data_dir)
         reader = build(cfg, splits["train"].features)
@@ -267,7 +288,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         metrics = {
             "test": scores, "test_file": str(_resolve(cfg.test_file, data_dir)), "dev_best": res.best,
             "best_step": res.best_step, "steps": res.steps, "train_seconds": round(res.train_seconds, 1),
-            "test_seconds": round(test_seconds, 1), "train_questions": len(splits["train"].examples),
+            "test_seconds": round(test_seconds, 1), "ranks": dist.setup()[1],
+            "train_questions": len(splits["train"].examples),
             "train_windows": len(splits["train"].features),
             "data": {**{name: s.stats.as_dict() for name, s in splits.items()},
                      "windows": {name: s.windows for name, s in splits.items()}},

@@ -10,6 +10,13 @@ step, so dropout after a resume draws what the uninterrupted run drew, and the b
 function of the epoch.  A run killed at any point and resumed gives the uninterrupted run's curve and weights
 (tests/test_fit_resume.py, with a real SIGKILL).  The task supplies the model, the optimizer and its `TaskHooks`
 (batches, loss, dev evaluation); `FitConfig` says how long to train and when to evaluate and stop.
+
+Data parallel under `python -m paddle.distributed.launch` (`elmo_paddle.dist`): each rank's `train_batches`
+yields its share of every batch (`shard`), the gradients are averaged over the ranks before each step, and
+rank 0 alone evaluates, decides to stop (made known to all), logs and writes checkpoints; every rank resumes
+from the same checkpoint.  Why: a BiDAF step costs about its batch size (B = 16: 0.77 s, B = 32: 1.61 s on
+one core, eleventh session), so two ranks on two cores train nearly twice as fast as one process with two
+threads (1.25x measured), enough to fit a +ELMo run inside one session.
 """
 from __future__ import annotations
 
@@ -25,7 +32,7 @@ import paddle
 from tqdm import tqdm
 
 from elmo_paddle import checkpoint as ckpt
-from elmo_paddle import vdl_log
+from elmo_paddle import dist, vdl_log
 from elmo_paddle.errors import UserError
 
 from . import fit_checkpoint
@@ -77,6 +84,27 @@ class FitResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
+def shard(items: list[Any]) -> list[Any] | None:
+    """This rank's share of a batch's examples (every world-th from its rank on), or None for a batch too small
+    to give every rank one: all ranks skip it alike.  One process: the batch itself."""
+    rank, world = dist.setup()
+    if world == 1:
+        return items
+    return items[rank::world] if len(items) >= world else None
+
+
+class _NoWriter:
+    """What ranks other than 0 log to: nothing (rank 0 writes the run's one VisualDL record file)."""
+
+    def add_scalar(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    add_hparams = add_scalar
+
+    def flush(self) -> None:
+        pass
+
+
 def _scalar_hparams(hparams: dict[str, Any]) -> dict[str, Any]:
     # VisualDL's hparams view raises on bools and accepts only str/int/float
     out = {}
@@ -106,7 +134,12 @@ class _Fit:
         self.stop = self.stopped_early = False
         self.bad = 0  # consecutive non-finite losses
         self.bar: Any = None
-        self.ema = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay else None
+        self.rank, self.world = dist.setup()
+        self.lead = self.rank == 0  # evaluates, logs, saves; the other ranks only train
+        self.ema = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay and self.lead else None
+        self.params = [p for p in model.parameters() if not p.stop_gradient]
+        # the rank count shapes the curve (each rank draws its own dropout): a resume must keep it
+        self.fingerprint = {**(cfg.fingerprint or {}), **({"ranks": self.world} if self.world > 1 else {})}
 
     # ------------------------------------------------------------ resume
     # what a checkpoint's fit_state.json holds, besides the fingerprint
@@ -114,20 +147,24 @@ class _Fit:
                   "train_seconds", "stopped_early")
 
     def state(self) -> dict[str, Any]:
-        st = {**{k: getattr(self, k) for k in self.STATE_KEYS}, "fingerprint": self.cfg.fingerprint or {}}
+        st = {**{k: getattr(self, k) for k in self.STATE_KEYS}, "fingerprint": self.fingerprint}
         if self.ema is not None:
             st["ema_updates"] = self.ema.updates
         return st
 
     def resume_from(self, path: Path) -> None:
-        st = fit_checkpoint.restore(path, self.model, self.optimizer, self.cfg.fingerprint or {})
+        st = fit_checkpoint.restore(path, self.model, self.optimizer, self.fingerprint)
         for k in self.STATE_KEYS:
             setattr(self, k, st[k])
+        if not self.lead:
+            return
         if self.ema is not None:
             self.ema.load(fit_checkpoint.load_averages(path), st["ema_updates"])
         print(f"resumed from {path} at step {self.step} (epoch {self.epoch}, batch {self.batch_in_epoch})")
 
     def save_checkpoint(self) -> None:
+        if not self.lead:
+            return
         self.check_finite()
         self.writer.flush()  # what VisualDL holds up to this step is on disk before the checkpoint is
         fit_checkpoint.save(Path(self.cfg.run_dir), self.step, self.model, self.optimizer, self.state(),
@@ -141,10 +178,12 @@ class _Fit:
     # ------------------------------------------------------------ training
     def train_step(self, batch: Any) -> float | None:
         """One optimizer step; None (and no step) when the loss is not finite."""
-        paddle.seed(self.cfg.seed * 1_000_003 + self.step)  # dropout draws depend on the step only: resume-exact
+        # dropout draws depend on the step (and rank) only: resume-exact
+        paddle.seed(self.cfg.seed * 1_000_003 + self.step * self.world + self.rank)
         loss = self.hooks.loss(self.model, batch)
         value = float(loss)
-        if not math.isfinite(value):
+        # every rank skips together: one rank skipping alone would leave the others in the gradient all-reduce
+        if not dist.all_true(math.isfinite(value), self.world):
             # a NaN step must not poison the weights: skip it, say so, and give up on a run that only makes NaN
             self.optimizer.clear_grad()
             self.bad += 1
@@ -155,6 +194,7 @@ class _Fit:
             return None
         self.bad = 0
         loss.backward()
+        dist.average_gradients(self.params, self.world)
         self.optimizer.step()
         self.optimizer.clear_grad()
         if self.ema is not None:
@@ -168,13 +208,28 @@ class _Fit:
     def log_train(self, value: float, n_ex: int, seconds: float) -> None:
         self.writer.add_scalar("train/loss", value, self.step)
         self.writer.add_scalar("train/lr", float(self.optimizer.get_lr()), self.step)
-        self.writer.add_scalar("train/examples_per_s", n_ex / max(seconds, 1e-9), self.step)
+        self.writer.add_scalar("train/examples_per_s", n_ex * self.world / max(seconds, 1e-9), self.step)
         self.bar.set_postfix(loss=f"{value:.3f}", best=f"{self.best.get(self.cfg.metric, float('nan')):.2f}")
 
     def evaluate(self) -> None:
         """Score dev, log it, keep the best (saving it), decide whether to stop (patience, stop_at), and
         checkpoint the run (after the decision, so a resumed run knows it).  With `ema_decay` the averaged
-        weights are scored and saved; training goes on from the raw ones."""
+        weights are scored and saved; training goes on from the raw ones.  Rank 0 does all of it; the other
+        ranks keep only the step (their history decides when the last evaluation is due, as rank 0's does)
+        and learn rank 0's decision to stop."""
+        cfg, stop = self.cfg, False
+        if self.lead:
+            self.score_dev()
+            stop = (cfg.patience is not None and self.evals_since_best >= cfg.patience) \
+                or (cfg.stop_at is not None and self.best[cfg.metric] >= cfg.stop_at)
+        else:
+            self.history.append({"step": self.step})
+        if dist.any_true(stop, self.world):
+            self.stop = self.stopped_early = True
+        self.save_checkpoint()
+
+    def score_dev(self) -> None:
+        """Rank 0's part of `evaluate`: the dev scores, their log and history entry, the best so far."""
         cfg = self.cfg
         with self.ema.applied() if self.ema is not None else nullcontext():
             self.model.eval()
@@ -192,10 +247,6 @@ class _Fit:
                     self.hooks.save_best(self.model, m)
             else:
                 self.evals_since_best += 1
-        if (cfg.patience is not None and self.evals_since_best >= cfg.patience) \
-                or (cfg.stop_at is not None and self.best[cfg.metric] >= cfg.stop_at):
-            self.stop = self.stopped_early = True
-        self.save_checkpoint()
 
     def epoch_batches(self) -> Iterable[Any]:
         """This epoch's batches from the data position on (a resumed run skips those it already trained on)."""
@@ -235,7 +286,7 @@ class _Fit:
         self.model.train()
         done = lambda: self.stopped_early or (self.cfg.max_steps is not None and self.step >= self.cfg.max_steps)  # noqa: E731
         self.bar = tqdm(total=self.cfg.max_steps, initial=self.step, desc=self.cfg.desc, unit="step",
-                        dynamic_ncols=True, leave=False)
+                        dynamic_ncols=True, leave=False, disable=not self.lead)
         while self.epoch < self.cfg.epochs and not done():
             self.run_epoch()
         if not self.history or self.history[-1]["step"] != self.step:
@@ -254,18 +305,36 @@ def fit(model: paddle.nn.Layer, optimizer: paddle.optimizer.Optimizer, hooks: Ta
     With `cfg.resume`, continues from the newest verified checkpoint in `cfg.run_dir/checkpoints` (a finished
     run returns its result without training; a larger `epochs`/`max_steps` extends it).  Without it, a
     run_dir that holds checkpoints is refused with a one-line error, and so is a run_dir another process is
-    training (`fit_checkpoint.hold`).
+    training (`fit_checkpoint.hold`).  Under the launcher, ranks other than 0 write nothing (`_follow`).
     """
+    rank, world = dist.setup()
+    if rank != 0:
+        return _follow(model, optimizer, hooks, cfg, world)
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     with fit_checkpoint.hold(run_dir):
         last = fit_checkpoint.to_resume(run_dir, cfg.resume)
+        dist.all_true(True, world)  # the checkpoint to resume is settled (repaired) before the other ranks look
         # a resumed run appends to its one record file, cut back to the checkpoint (VisualDL shows only one)
         step = ckpt.checkpoint_step(last) if last is not None else 0
         with vdl_log.open_writer(run_dir, step if cfg.resume else None) as writer:
             run = _Fit(model, optimizer, hooks, cfg, writer)
             if last is not None:
                 run.resume_from(last)
+            dist.broadcast_parameters(run.params, world)
             result = run.run()
         (run_dir / "history.json").write_text(json.dumps(result.__dict__, indent=1, ensure_ascii=False))
     return result
+
+
+def _follow(model: paddle.nn.Layer, optimizer: paddle.optimizer.Optimizer, hooks: TaskHooks, cfg: FitConfig,
+            world: int) -> FitResult:
+    """A rank other than 0: once rank 0 has settled which checkpoint the run resumes from, resume from the
+    same one, start from rank 0's weights and train this rank's shares; its result holds no dev scores."""
+    dist.all_true(True, world)
+    last = ckpt.latest_valid_checkpoint(Path(cfg.run_dir))[0] if cfg.resume else None
+    run = _Fit(model, optimizer, hooks, cfg, _NoWriter())
+    if last is not None:
+        run.resume_from(last)
+    dist.broadcast_parameters(run.params, world)
+    return run.run()
