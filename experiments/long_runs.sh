@@ -5,8 +5,10 @@
 #
 #   lane 0 (core 0): MSRA NER +ELMo (3 seeds) -> LAC 5% / 20% again (both variants, 3 seeds)
 #   lane 1 (core 1): MSRA NER baselines (seeds 2, 3) -> LAC 5% / 20% baselines -> MSRA baseline seed 1 again
-#                    -> BiDAF +ELMo seed 2 -> the ELMo-at-the-modeling-layer row
-#                    -> the control with the biLM's token layer alone.  One run at a time, one thread.
+#                    One run at a time, one thread.
+#   bidaf (both cores, instead of the lanes): BiDAF +ELMo seed 2 -> the ELMo-at-the-modeling-layer row -> the
+#                    control with the biLM's token layer alone, each as two data-parallel ranks (~1.5-2 h a
+#                    run: one fits in a session, where one process (~3 h) did not)
 # Done before (RESULTS.md): the biLM v3 (shipped as zh-char-elmo), LAC 100% (both variants, 3 seeds), BiDAF
 # baseline seeds 1-2 and +ELMo seed 1.  Run folders (runs_*/) are not in git and a new checkout starts without
 # them: after each queue, `keep` copies the finished runs' small records to results/ (commit them), and
@@ -15,6 +17,7 @@
 #   experiments/long_runs.sh            # both lanes in the background; logs in logs/
 #   experiments/long_runs.sh status     # where each lane is
 #   experiments/long_runs.sh 1          # one lane only (0 or 1)
+#   experiments/long_runs.sh bidaf      # the BiDAF queue on both cores (the lanes must be stopped)
 # Data: $ELMO_PADDLE_DATA, else ../shared/data.  Stop with: pkill -f experiments/long_runs.sh; then the runs.
 # Each lane holds logs/lane<N>.lock while it (or a run it started) is alive: a second copy of a lane refuses.
 set -u
@@ -51,35 +54,42 @@ lane1() {
   keep runs_full
   pipeline 1 pipeline_msra "lac.variants=[baseline]" "lac.seeds=[1]" || return  # its numbers are in RESULTS; its record was lost
   keep runs_msra
-  # BiDAF: what is still to run (baseline seeds 1-2 and +ELMo seed 1 are done: RESULTS section 4)
-  pipeline 1 pipeline_bidaf_full "bidaf.variants=[elmo]" "bidaf.seeds=[2]" || return
+}
+
+ranks() {  # ranks NAME [args...]: one BiDAF run on both cores as two data-parallel ranks (1.88x one process)
+  [ -f "runs_bidaf_full/bidaf/$1/metrics.json" ] && return 0
+  local name=$1
+  shift
+  OMP_NUM_THREADS=1 "$PY" -m paddle.distributed.launch --nproc_per_node 2 --log_dir "logs/ranks_$name" \
+    tasks/bidaf/finetune.py --config configs/bidaf.yaml --train-fraction 1.0 --run-name "$name" --resume \
+    --data-dir "$DATA" --elmo-model zh-char-elmo runs_dir=runs_bidaf_full/bidaf epochs=20 patience=3 \
+    ema_decay=0.999 "$@" >> "logs/ranks_$name.log" 2>&1
+}
+
+bidaf() {  # what BiDAF still runs (baseline seeds 1-2 and +ELMo seed 1 are done: RESULTS section 4)
+  ranks elmo-f1-s2 --seed 2 || return
   keep runs_bidaf_full
-  if [ ! -f runs_bidaf_full/bidaf/elmo-mod-f1-s1/metrics.json ]; then  # ELMo also at the modeling layer's output
-    OMP_NUM_THREADS=1 taskset -c 1 "$PY" -m tasks.bidaf.finetune --config configs/bidaf.yaml --train-fraction 1.0 \
-      --seed 1 --run-name elmo-mod-f1-s1 --resume --data-dir "$DATA" --elmo-model zh-char-elmo \
-      runs_dir=runs_bidaf_full/bidaf epochs=20 patience=3 ema_decay=0.999 elmo_at_modeling=true >> logs/bidaf_elmo_mod.log 2>&1 \
-      || return
-    keep runs_bidaf_full
-  fi
-  # the control: the biLM's token layer alone (context-free vectors, a "pretrained word vectors" baseline); it
-  # reads the +ELMo runs' layer cache, so no biLM encoding
-  if [ ! -f runs_bidaf_full/bidaf/elmo-tok-f1-s1/metrics.json ]; then
-    OMP_NUM_THREADS=1 taskset -c 1 "$PY" -m tasks.bidaf.finetune --config configs/bidaf.yaml --train-fraction 1.0 \
-      --seed 1 --run-name elmo-tok-f1-s1 --resume --data-dir "$DATA" --elmo-model zh-char-elmo \
-      runs_dir=runs_bidaf_full/bidaf epochs=20 patience=3 ema_decay=0.999 elmo_only_layer=0 >> logs/bidaf_elmo_tok.log 2>&1 \
-      || return
-    keep runs_bidaf_full
-  fi
+  ranks elmo-mod-f1-s1 --seed 1 elmo_at_modeling=true || return  # ELMo also at the modeling layer's output
+  keep runs_bidaf_full
+  # the control: the biLM's token layer alone (context-free vectors, a "pretrained word vectors" baseline)
+  ranks elmo-tok-f1-s1 --seed 1 elmo_only_layer=0 || return
+  keep runs_bidaf_full
 }
 
 if [ "${1:-}" = status ]; then
   grep "dev ppl" logs/elmo_medium.log 2>/dev/null | tail -3; tail -n 1 logs/elmo_medium.log 2>/dev/null
-  pgrep -af "tasks\.(lac|bidaf)\.finetune" | grep -o -- "--run-name [^ ]*\|runs_dir=[^ ]*" || echo "no task run"
+  pgrep -af "tasks[./](lac|bidaf)[./]finetune" | grep -o -- "--run-name [^ ]*\|runs_dir=[^ ]*" | sort -u || echo "no task run"
   exit 0
 fi
 lanes=${1:-0 1}  # `$0 1`: lane 1 only (e.g. after changing its queue while lane 0 trains)
+if [ "$lanes" = bidaf ]; then  # both cores: holds both lanes' locks
+  for lane in 0 1; do flock -n "logs/lane$lane.lock" true || { echo "lane $lane is running; stop it first" >&2; exit 1; }; done
+  ( flock -n 8 && flock -n 9 && bidaf ) 8> logs/lane0.lock 9> logs/lane1.lock &
+  echo "started the BiDAF queue on both cores; '$0 status' shows where it is"
+  exit 0
+fi
 for lane in $lanes; do
-  case $lane in 0 | 1) ;; *) echo "usage: $0 [status|0|1]" >&2; exit 2 ;; esac
+  case $lane in 0 | 1) ;; *) echo "usage: $0 [status|bidaf|0|1]" >&2; exit 2 ;; esac
   if ! flock -n "logs/lane$lane.lock" true; then  # held by a running lane (or a run it started)
     echo "lane $lane is already running (see '$0 status'); not starting a second copy" >&2
     exit 1
@@ -88,4 +98,4 @@ done
 for lane in $lanes; do  # each lane holds its lock while it, or anything it started, is alive
   ( flock -n 9 || exit 1; "lane$lane" ) 9> "logs/lane$lane.lock" &
 done
-echo "started lane(s) $lanes (0: biLM, then LAC; 1: BiDAF); '$0 status' shows where they are"
+echo "started lane(s) $lanes (0: MSRA +ELMo, then LAC 5%/20%; 1: MSRA and LAC baselines); '$0 status' shows where they are"
