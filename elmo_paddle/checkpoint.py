@@ -44,6 +44,7 @@ MANIFEST = "manifest.json"
 # step-00000020, or "save" for every call; K: files written before the fault, default 1): killsave@N/K (SIGKILL mid-write), enospc@N/K (OSError ENOSPC
 # mid-write), killrename@N (SIGKILL between moving the old directory aside and renaming the new one
 # in), pausesave@SECONDS (sleep after the first file of every write, so a test can kill -9 from outside).
+# slowdev@SECONDS: a task run's dev evaluation first sleeps that long (rank 0's slow evaluation, e.g. `:rank0`).
 
 
 def fault_specs() -> list[tuple[str, str]]:
@@ -70,6 +71,11 @@ def fault_at(kind: str, step: int) -> bool:
         except ValueError:
             continue
     return False
+
+
+def fault_seconds(kind: str) -> float:
+    """The seconds of a timing fault `kind` set for this process (e.g. slowdev@35), 0 if none."""
+    return sum(float(where) for k, where in fault_specs() if k == kind)
 
 
 def kill_self() -> None:

@@ -40,9 +40,23 @@ def all_true(flag: bool, world: int) -> bool:
     return bool(int(t) == 1)
 
 
-def any_true(flag: bool, world: int) -> bool:
-    """Whether `flag` holds on some rank (e.g. rank 0's early-stopping decision, made known to all)."""
-    return not all_true(not flag, world)
+def from_rank0(key: str, value: str | None, world: int) -> str:
+    """Rank 0 posts `value` under `key`; every other rank waits until it is there and returns it.
+
+    For the points where the other ranks wait on rank 0's own work (its dev evaluation, its checkpoint
+    checks): that wait goes through the launcher's TCP store, not a collective, because a gloo collective
+    gives up after 30 s (measured, paddle 3.3.1: a rank that reached an all-reduce 40 s before the other
+    failed with `TIMEOUT` at 30.0 s), while a +ELMo BiDAF evaluation on a CPU takes minutes.  `key` must be
+    new in each launch (e.g. the step)."""
+    if world == 1:
+        return value or ""
+    from paddle.base import core
+
+    store = core.create_or_get_global_tcp_store()
+    if paddle.distributed.get_rank() == 0:
+        store.set(key, (value or "").encode("utf-8"))
+        return value or ""
+    return bytes(store.get(key)).decode("utf-8")
 
 
 def average_gradients(params: Iterable[paddle.Tensor], world: int) -> None:

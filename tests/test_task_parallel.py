@@ -1,7 +1,7 @@
 """Task runs data-parallel under `paddle.distributed.launch` (tasks/common/trainer.py, elmo_paddle/dist.py):
 two gloo ranks, each on half of every batch, take the steps one process takes on the whole batch; rank 0
 alone writes the run; a stopped two-rank run resumes to the same weights; and a run cannot switch its number
-of ranks on resume."""
+of ranks on resume; rank 0 may evaluate for longer than a gloo collective waits."""
 from __future__ import annotations
 
 import json
@@ -20,8 +20,8 @@ REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow  # three launches of two processes each (~1-2 minutes on 2 cores)
 
 
-def _run(args: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+def _run(args: list[str], timeout: int = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", **(env or {}))
     return subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=timeout)
 
@@ -44,9 +44,9 @@ def _args(data: Path, runs: Path, name: str, *extra: str) -> list[str]:
             "dropout=0", "checkpoint_every=1", *extra]
 
 
-def _launch(tmp_path: Path, log: str, args: list[str]) -> subprocess.CompletedProcess:
+def _launch(tmp_path: Path, log: str, args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return _run(["-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir", str(tmp_path / log),
-                 "tasks/bidaf/finetune.py", *args])
+                 "tasks/bidaf/finetune.py", *args], env=env)
 
 
 def _weights(run: Path, step: int) -> dict[str, np.ndarray]:
@@ -73,7 +73,10 @@ def test_two_ranks_take_the_one_process_steps_and_resume(data, tmp_path):
     # two ranks, stopped after step 1 (a finished run), then extended to step 2 with --resume
     r = _launch(tmp_path, "log1", _args(data, runs, "two", "--max-steps", "1"))
     assert r.returncode == 0, (tmp_path / "log1" / "workerlog.0").read_text()[-3000:]
-    r = _launch(tmp_path, "log2", _args(data, runs, "two", "--max-steps", "2", "--resume"))
+    # rank 0's evaluation at step 2 takes 35 s: longer than a gloo collective waits (30 s), so rank 1 must
+    # wait for it through the store (it failed with a gloo TIMEOUT before dist.from_rank0)
+    r = _launch(tmp_path, "log2", _args(data, runs, "two", "--max-steps", "2", "--resume"),
+                env={"ELMO_PADDLE_FAULT": "slowdev@35:rank0"})
     log0 = (tmp_path / "log2" / "workerlog.0").read_text()
     assert r.returncode == 0, log0[-3000:]
     assert "resumed from" in log0

@@ -13,8 +13,8 @@ function of the epoch.  A run killed at any point and resumed gives the uninterr
 
 Data parallel under `python -m paddle.distributed.launch` (`elmo_paddle.dist`): each rank's `train_batches`
 yields its share of every batch (`shard`), the gradients are averaged over the ranks before each step, and
-rank 0 alone evaluates, decides to stop (made known to all), logs and writes checkpoints; every rank resumes
-from the same checkpoint.  Why: a BiDAF step costs about its batch size (B = 16: 0.77 s, B = 32: 1.61 s on
+rank 0 alone evaluates, decides to stop (made known to all through the launcher's store, `dist.from_rank0`),
+logs and writes checkpoints; every rank resumes from the same checkpoint.  Why: a BiDAF step costs about its batch size (B = 16: 0.77 s, B = 32: 1.61 s on
 one core, eleventh session), so two ranks on two cores train nearly twice as fast as one process with two
 threads (1.25x measured), enough to fit a +ELMo run inside one session.
 """
@@ -224,13 +224,17 @@ class _Fit:
                 or (cfg.stop_at is not None and self.best[cfg.metric] >= cfg.stop_at)
         else:
             self.history.append({"step": self.step})
-        if dist.any_true(stop, self.world):
+        if stop:
             self.stop = self.stopped_early = True
         self.save_checkpoint()
+        # the other ranks wait here through the evaluation and the save, for as long as they take
+        if dist.from_rank0(f"fit/eval/{self.step}", "stop" if stop else "go", self.world) == "stop":
+            self.stop = self.stopped_early = True
 
     def score_dev(self) -> None:
         """Rank 0's part of `evaluate`: the dev scores, their log and history entry, the best so far."""
         cfg = self.cfg
+        time.sleep(ckpt.fault_seconds("slowdev"))  # fault injection: a slow evaluation (tests/test_task_parallel.py)
         with self.ema.applied() if self.ema is not None else nullcontext():
             self.model.eval()
             with paddle.no_grad():
@@ -314,7 +318,7 @@ def fit(model: paddle.nn.Layer, optimizer: paddle.optimizer.Optimizer, hooks: Ta
     run_dir.mkdir(parents=True, exist_ok=True)
     with fit_checkpoint.hold(run_dir):
         last = fit_checkpoint.to_resume(run_dir, cfg.resume)
-        dist.all_true(True, world)  # the checkpoint to resume is settled (repaired) before the other ranks look
+        dist.from_rank0("fit/start", "go", world)  # the checkpoint to resume is settled before the others look
         # a resumed run appends to its one record file, cut back to the checkpoint (VisualDL shows only one)
         step = ckpt.checkpoint_step(last) if last is not None else 0
         with vdl_log.open_writer(run_dir, step if cfg.resume else None) as writer:
@@ -331,7 +335,7 @@ def _follow(model: paddle.nn.Layer, optimizer: paddle.optimizer.Optimizer, hooks
             world: int) -> FitResult:
     """A rank other than 0: once rank 0 has settled which checkpoint the run resumes from, resume from the
     same one, start from rank 0's weights and train this rank's shares; its result holds no dev scores."""
-    dist.all_true(True, world)
+    dist.from_rank0("fit/start", None, world)
     last = ckpt.latest_valid_checkpoint(Path(cfg.run_dir))[0] if cfg.resume else None
     run = _Fit(model, optimizer, hooks, cfg, _NoWriter())
     if last is not None:
