@@ -237,6 +237,7 @@ class _PretrainRun:
                   f"ranks={world}); training {self.total} steps")
             if self.step == 0:
                 self.evaluate()
+        dist.from_rank0("pretrain/eval/start", "done", world)
         self.bar = tqdm(total=self.total, initial=self.step, desc="pretrain", unit="step", dynamic_ncols=True,
                         disable=not self.progress or rank != 0)
         batches = self.batcher.epoch_batches()
@@ -294,10 +295,14 @@ class _PretrainRun:
         tc, step = self.tc, self.step
         if self.rank == 0 and (step % tc.log_every == 0 or step == self.total):
             self._log_train(value, lr)
+        # the other ranks wait out rank 0's evaluation and writes through the store (dist.from_rank0): in the
+        # next step's gloo all-reduce they would give up after 30 s
         if step % tc.eval_every == 0 or step == self.total:
             self.evaluate()
+            dist.from_rank0(f"pretrain/eval/{step}", "done", self.world)
         if step % tc.save_every == 0 or step == self.total:
             self.save("step")
+            dist.from_rank0(f"pretrain/save/{step}", "done", self.world)
         if _fault_at("exit", step):  # simulate a crash right after this step (reliability tests)
             os._exit(17)
         if _fault_at("kill", step):
@@ -321,6 +326,7 @@ class _PretrainRun:
         """Rank 0: dev perplexity into the history and VisualDL; a new best is saved as best/."""
         if self.rank != 0:
             return
+        time.sleep(ckpt.fault_seconds("slowdev"))  # fault injection: a slow evaluation (tests/test_pretrain.py)
         t0 = time.time()
         res = evaluate_perplexity(self.bilm, dev_batches(self.info, self.vocab, 32, 256, self.cfg.data.eval_max_lines))
         res["step"] = self.step

@@ -381,3 +381,16 @@ def test_nan_on_one_fleet_rank_is_skipped_by_all(corpus, tmp_path):
     assert r.returncode == 0, log0[-3000:]
     assert "non-finite loss at step 4" in log0 and "parameters identical across 2 ranks" in log0
     assert_ranks_identical(tmp_path / "log-weights")
+
+
+@pytest.mark.slow
+def test_fleet_waits_out_a_slow_rank0_evaluation(corpus, tmp_path):
+    """A gloo collective gives up after 30 s; rank 0's dev evaluations (at the start and at step 5 here) take
+    31 s each, and the other rank waits them out through the launcher's store (`dist.from_rank0`) instead of
+    timing out in the next step's all-reduce."""
+    out, logs = tmp_path / "out", tmp_path / "log"
+    r, _ = _launch(corpus, out, logs, "train.max_steps=5", "train.eval_every=5", fault="slowdev@31:rank0",
+                   timeout=300)
+    log0 = (logs / "workerlog.0").read_text()
+    assert r.returncode == 0, log0[-3000:]
+    assert len(json.loads((out / "history.json").read_text())) == 2  # step 0 and step 5 were evaluated

@@ -14,9 +14,10 @@ function of the epoch.  A run killed at any point and resumed gives the uninterr
 Data parallel under `python -m paddle.distributed.launch` (`elmo_paddle.dist`): each rank's `train_batches`
 yields its share of every batch (`shard`), the gradients are averaged over the ranks before each step, and
 rank 0 alone evaluates, decides to stop (made known to all through the launcher's store, `dist.from_rank0`),
-logs and writes checkpoints; every rank resumes from the same checkpoint.  Why: a BiDAF step costs about its batch size (B = 16: 0.77 s, B = 32: 1.61 s on
-one core, eleventh session), so two ranks on two cores train nearly twice as fast as one process with two
-threads (1.25x measured), enough to fit a +ELMo run inside one session.
+logs and writes checkpoints; every rank resumes from the same checkpoint.  Why: a BiDAF step costs about
+its batch size (B = 16: 0.77 s, B = 32: 1.61 s on one core, bench/bidaf_step.py), so two ranks on two cores
+train 1.88x as fast as one process (bench/bidaf_ranks.sh; paddle's own 2 threads: 0.79x), enough to fit a
++ELMo run inside one session.
 """
 from __future__ import annotations
 
