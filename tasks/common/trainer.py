@@ -15,7 +15,7 @@ Data parallel under `python -m paddle.distributed.launch` (`elmo_paddle.dist`): 
 yields its share of every batch (`shard`), the gradients are averaged over the ranks before each step, and
 rank 0 alone evaluates, decides to stop (made known to all through the launcher's store, `dist.from_rank0`),
 logs and writes checkpoints; every rank resumes from the same checkpoint.  Why: a BiDAF step costs about
-its batch size (B = 16: 0.77 s, B = 32: 1.61 s on one core, bench/bidaf_step.py), so two ranks on two cores
+its batch size (B = 16: 0.77 s, B = 32: 1.57 s on one core, bench/bidaf_step.py), so two ranks on two cores
 train 1.88x as fast as one process (bench/bidaf_ranks.sh; paddle's own 2 threads: 0.79x), enough to fit a
 +ELMo run inside one session.
 """
