@@ -77,7 +77,6 @@ bidaf() {  # what BiDAF still runs (baseline seeds 1-2 and +ELMo seed 1 are done
 }
 
 if [ "${1:-}" = status ]; then
-  grep "dev ppl" logs/elmo_medium.log 2>/dev/null | tail -3; tail -n 1 logs/elmo_medium.log 2>/dev/null
   pgrep -af "tasks[./](lac|bidaf)[./]finetune" | grep -o -- "--run-name [^ ]*\|runs_dir=[^ ]*" | sort -u || echo "no task run"
   exit 0
 fi
