@@ -77,7 +77,8 @@ bidaf() {  # what BiDAF still runs (baseline seeds 1-2 and +ELMo seed 1 are done
 }
 
 if [ "${1:-}" = status ]; then
-  pgrep -af "tasks[./](lac|bidaf)[./]finetune" | grep -o -- "--run-name [^ ]*\|runs_dir=[^ ]*" | sort -u || echo "no task run"
+  runs=$(pgrep -af "tasks[./](lac|bidaf)[./]finetune" | grep -o -- "--run-name [^ ]*\|runs_dir=[^ ]*" | sort -u)
+  echo "${runs:-no task run}"
   exit 0
 fi
 lanes=${1:-0 1}  # `$0 1`: lane 1 only (e.g. after changing its queue while lane 0 trains)

@@ -199,3 +199,20 @@ def test_kept_records_give_the_same_table(runs, tmp_path_factory):
     assert not (kept / "lac" / "elmo-s0" / "best" / "weights.safetensors").exists()
     assert not (kept / "lac" / "running").exists()
     assert keep_results.keep(runs, into) == []  # nothing changed: nothing copied again
+
+
+def test_kept_records_are_not_ignored_by_git():
+    """results/ is meant to be committed: the run folders' ignore pattern (`runs_*/`) once matched
+    results/runs_bidaf_full/ too, so a finished run's kept records never showed in `git status`."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    if shutil.which("git") is None or not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    kept = ["results/runs_bidaf_full/bidaf/elmo-f1-s2/metrics.json", "results/runs_msra/lac/elmo-f1-s1/best/config.json"]
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", *kept], cwd=root, capture_output=True, text=True)
+    assert ignored.stdout == "", f"git ignores kept records: {ignored.stdout}"
+    run_folder = subprocess.run(["git", "check-ignore", "--no-index", "runs_msra/lac/x/metrics.json"], cwd=root,
+                                capture_output=True, text=True)
+    assert run_folder.stdout.strip() == "runs_msra/lac/x/metrics.json"  # the run folders themselves stay out
