@@ -5,7 +5,8 @@ never go into git, and the eleventh session began on a new checkout without any 
 behind finished rows (stop steps, per-seed scores) were lost with them.  What `tasks.compare` reads of a run is
 small (metrics.json, history.json and the saved model's config.json, a few KB), so it is kept in git after
 every queue of `experiments/long_runs.sh`, and `python -m tasks.compare results/<runs_dir>` rebuilds the tables
-and plots from a fresh clone.
+and plots from a fresh clone.  The VisualDL record files come too (70-150 KB a run: the loss at every step, the
+dev scores), so that `visualdl --logdir results/<runs_dir>/<task> --language en` shows the curves side by side.
 
     python experiments/keep_results.py RUNS_DIR [RUNS_DIR ...] [--into results]
 """
@@ -17,8 +18,8 @@ import sys
 from pathlib import Path
 
 # what tasks.compare reads of a finished run: its scores and config, its dev curve, the saved model's config
-# (which records the biLM's weights checksum); LAC saves its model as best/, BiDAF as model/
-KEPT = ("metrics.json", "history.json", "best/config.json", "model/config.json")
+# (which records the biLM's weights checksum; LAC saves its model as best/, BiDAF as model/); and VisualDL's records
+KEPT = ("metrics.json", "history.json", "best/config.json", "model/config.json", "vdlrecords.*.log")
 
 
 def keep(runs_dir: Path, into: Path) -> list[Path]:
@@ -28,8 +29,8 @@ def keep(runs_dir: Path, into: Path) -> list[Path]:
     for metrics in sorted(runs_dir.glob("*/*/metrics.json")):
         run = metrics.parent
         dest = into / runs_dir.name / run.relative_to(runs_dir)
-        for rel in KEPT:
-            src, dst = run / rel, dest / rel
+        for src in sorted(p for pattern in KEPT for p in run.glob(pattern)):
+            dst = dest / src.relative_to(run)
             if not src.is_file() or (dst.is_file() and dst.read_bytes() == src.read_bytes()):
                 continue
             dst.parent.mkdir(parents=True, exist_ok=True)

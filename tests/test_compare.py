@@ -188,6 +188,7 @@ def test_kept_records_give_the_same_table(runs, tmp_path_factory):
     (runs / "lac" / "elmo-s0" / "best").mkdir()
     (runs / "lac" / "elmo-s0" / "best" / "config.json").write_text('{"elmo_weights_sha256": "ab12cd34ef"}')
     (runs / "lac" / "elmo-s0" / "best" / "weights.safetensors").write_bytes(b"x" * 100)
+    (runs / "lac" / "elmo-s0" / "vdlrecords.123.log").write_bytes(b"curve")
     (runs / "lac" / "running").mkdir()
     (runs / "lac" / "running" / "history.json").write_text('{"history": []}')
     into = tmp_path_factory.mktemp("results")
@@ -196,6 +197,7 @@ def test_kept_records_give_the_same_table(runs, tmp_path_factory):
     assert make_table(load_runs(kept)) == make_table(load_runs(runs))
     assert make_run_table(load_runs(kept)) == make_run_table(load_runs(runs))
     assert (kept / "lac" / "elmo-s0" / "best" / "config.json").is_file()
+    assert (kept / "lac" / "elmo-s0" / "vdlrecords.123.log").read_bytes() == b"curve"  # VisualDL's curves
     assert not (kept / "lac" / "elmo-s0" / "best" / "weights.safetensors").exists()
     assert not (kept / "lac" / "running").exists()
     assert keep_results.keep(runs, into) == []  # nothing changed: nothing copied again
