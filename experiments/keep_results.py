@@ -5,7 +5,7 @@ never go into git, and the eleventh session began on a new checkout without any 
 behind finished rows (stop steps, per-seed scores) were lost with them.  What `tasks.compare` reads of a run is
 small (metrics.json, history.json and the saved model's config.json, a few KB), so it is kept in git after
 every queue of `experiments/long_runs.sh`, and `python -m tasks.compare results/<runs_dir>` rebuilds the tables
-and plots from a fresh clone.  The VisualDL record files come too (70-150 KB a run: the loss at every step, the
+and plots from a fresh clone.  The VisualDL record files come too (70-500 KB a run: the loss at every step, the
 dev scores), so that `visualdl --logdir results/<runs_dir>/<task> --language en` shows the curves side by side.
 
     python experiments/keep_results.py RUNS_DIR [RUNS_DIR ...] [--into results]
