@@ -296,7 +296,8 @@ class _PretrainRun:
         if self.rank == 0 and (step % tc.log_every == 0 or step == self.total):
             self._log_train(value, lr)
         # the other ranks wait out rank 0's evaluation and writes through the store (dist.from_rank0): in the
-        # next step's gloo all-reduce they would give up after 30 s
+        # next step's gloo all-reduce they would give up after 30 s.  Two waits, not one after both: `save`
+        # starts with a gloo all_gather of the data positions, which must not begin while rank 0 still evaluates
         if step % tc.eval_every == 0 or step == self.total:
             self.evaluate()
             dist.from_rank0(f"pretrain/eval/{step}", "done", self.world)
