@@ -109,3 +109,22 @@ def test_run_config_finds_the_run_config_of_either_task():
     assert elmo_ref.run_config(lac) is lac  # LAC: the whole file
     assert elmo_ref.run_config(bidaf) is bidaf["config"]  # BiDAF: nested beside the sizes, the same object
     assert elmo_ref.run_config([1, 2]) is None and elmo_ref.run_config({"sizes": {}, "config": 3}) is None
+
+
+def test_shipping_a_new_version_keeps_the_hand_written_card(tmp_path, monkeypatch, capsys):
+    """experiments/ship_task_model.py replaces the folder whole; the card beside the old version must survive
+    (it was deleted once, in the fourteenth session's shipping of bidaf-cmrc2018-elmo v2)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ship", Path(__file__).resolve().parent.parent / "experiments"
+                                                  / "ship_task_model.py")
+    ship = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ship)
+    monkeypatch.setattr(ship, "PRETRAINED_DIR", tmp_path / "pretrained")
+    (tmp_path / "pretrained" / "lac-test").mkdir(parents=True)
+    (tmp_path / "pretrained" / "lac-test" / "MODEL_CARD.md").write_text("# lac-test v1\n", encoding="utf-8")
+    ship.main(["--model", str(_tagger(tmp_path)), "--name", "lac-test"])
+    dest = tmp_path / "pretrained" / "lac-test"
+    assert (dest / "MODEL_CARD.md").read_text(encoding="utf-8") == "# lac-test v1\n"
+    assert load_model(dest)[1] == CFG  # the manifest still verifies: the card is not one of its files
+    assert "update its scores" in capsys.readouterr().out
