@@ -52,7 +52,28 @@ def test_float32_kernel_equals_paddle_gru(inputs, layers, threads):
         got = gru_cpu.BiGru(rnn, emb, bf16=False)(LENGTHS, ids=ids, x=extra)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=2e-6)
     assert not got[np.arange(ids.shape[1])[None] >= np.array(LENGTHS)[:, None]].any()  # zeros past each length
+    assert gru_cpu.numpy_blas_wins() == (threads == 1)  # both GEMM paths are the ones checked here
     paddle.base.core.set_num_threads(1)
+
+
+def test_numpy_blas_runs_one_thread_inside_the_kernel_only():
+    """On one thread the GEMMs go to numpy's BLAS, held to one thread while the kernel runs (a user's --threads 1
+    must mean one thread), and its own setting comes back after."""
+    import threadpoolctl
+
+    paddle.base.core.set_num_threads(1)
+    blas = threadpoolctl.ThreadpoolController().select(user_api="blas")
+    before = [lib["num_threads"] for lib in blas.info()]
+    with blas.limit(limits=2):
+        outside = [lib["num_threads"] for lib in blas.info()]
+        with gru_cpu.float32_gemm() as mm:
+            assert mm is not gru_cpu.gemm and all(lib["num_threads"] == 1 for lib in blas.info())
+            a, b = np.ones((3, 4), dtype=np.float32), np.ones((4, 5), dtype=np.float32)
+            out = np.empty((3, 5), dtype=np.float32)
+            mm(a, b, out)
+            assert (out == 4).all()
+        assert [lib["num_threads"] for lib in blas.info()] == outside
+    assert [lib["num_threads"] for lib in blas.info()] == before
 
 
 def test_bf16_kernel_is_close_to_paddle_gru(monkeypatch):

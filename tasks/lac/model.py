@@ -227,7 +227,8 @@ class FrozenEmissions:
 
     Its weights are those of `model` when built: build one per set of weights (`Tagger` once; dev scoring once per
     evaluation, which costs a `[V, 128] @ [128, 768]` product), with `model` in eval mode.  On the 1,949 PD1998 test paragraphs the baseline tagger's GRU took 3.0-3.3 s in paddle against
-    2.6-2.9 s here in float32 and 2.0 s with `ELMO_PADDLE_BF16=1` (one core, seventh session); the results
+    2.6-2.9 s here in float32 and 2.0 s with `ELMO_PADDLE_BF16=1` (one core, seventh session; since the
+    fourteenth, packed states and numpy's BLAS: the whole tagger 3.1 s, Viterbi included); the results
     match `emissions` to float rounding (tests/test_gru_cpu.py).
     """
 
@@ -246,11 +247,19 @@ class FrozenEmissions:
 
     def __call__(self, char_ids: paddle.Tensor, lengths: paddle.Tensor, elmo_ids: paddle.Tensor | None = None
                  ) -> np.ndarray:
+        """`[B, T, num_tags]`; the output layer too runs on the real characters only (padding gets its bias)."""
+        from elmo_paddle.gru_cpu import Packing
+
         reps = [r.numpy() for r in self.model.elmo_reps(elmo_ids, char_ids)]
-        h = self.gru(lengths.numpy(), ids=char_ids.numpy(), x=reps[0] if reps else None)
+        ids = char_ids.numpy()
+        pack = Packing(lengths.numpy(), ids.shape[1])
+        h = self.gru.packed(pack, ids=ids, x=reps[0] if reps else None)
         if self.model.elmo_at_output:
-            h = np.concatenate([h, reps[-1]], axis=-1)
-        return h @ self.fc_w + self.fc_b
+            h = np.concatenate([h, reps[-1][pack.rows, pack.steps]], axis=-1)
+        em = np.empty(ids.shape + (len(self.fc_b),), dtype=np.float32)
+        em[...] = self.fc_b
+        em[pack.rows, pack.steps] = h @ self.fc_w + self.fc_b
+        return em
 
 
 def batch_tensors(char_ids: np.ndarray, lengths: np.ndarray, tag_ids: np.ndarray | None = None
