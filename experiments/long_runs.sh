@@ -3,8 +3,11 @@
 # core, each a queue of resumable commands.  Rerun the same script after any stop (a session's end, a crash):
 # every run resumes exactly from its last checkpoint and finished runs are skipped.
 #
-#   lane 0 (core 0): MSRA NER +ELMo (3 seeds) -> LAC 5% / 20% again (both variants, 3 seeds)
+#   lane 0 (core 0): MSRA NER +ELMo (3 seeds) -> LAC 5% / 20% again (both variants, 3 seeds) -> LAC 100% +ELMo again
 #   lane 1 (core 1): MSRA NER baselines (seeds 2, 3) -> LAC 5% / 20% baselines -> MSRA baseline seed 1 again
+#                    -> LAC 100% baselines again
+#                    (the 100% runs again: their records were lost with the eleventh session's checkout, and
+#                    the learning-curve plot of `tasks.compare results/runs_full` needs them; ~1 h a run)
 #                    One run at a time, one thread.
 #   bidaf (both cores, instead of the lanes): BiDAF +ELMo seed 2 -> the ELMo-at-the-modeling-layer row -> the
 #                    control with the biLM's token layer alone, each as two data-parallel ranks (~1.5-2 h a
@@ -45,6 +48,8 @@ lane0() {
   # are in RESULTS section 3), so that every row has its per-run record under results/
   pipeline 0 pipeline_lac_fractions || return
   keep runs_full
+  pipeline 0 pipeline_lac_full "lac.variants=[elmo]" || return
+  keep runs_full
 }
 
 lane1() {
@@ -54,6 +59,8 @@ lane1() {
   keep runs_full
   pipeline 1 pipeline_msra "lac.variants=[baseline]" "lac.seeds=[1]" || return  # its numbers are in RESULTS; its record was lost
   keep runs_msra
+  pipeline 1 pipeline_lac_full "lac.variants=[baseline]" || return
+  keep runs_full
 }
 
 ranks() {  # ranks NAME [args...]: one BiDAF run on both cores as two data-parallel ranks (1.88x one process)
