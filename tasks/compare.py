@@ -25,6 +25,7 @@ from tasks.common.run import SCORE_SCALE
 # metrics shown, in this order, where a run has them (keys of metrics.json's "test", scores 0-100)
 METRICS = ["f1", "em", "seg_f1", "PER_f1", "LOC_f1", "ORG_f1", "TIME_f1"]
 CURVE_METRIC = "f1"  # dev curves and learning curves
+COLOURS = {"baseline": "tab:blue", "+ELMo": "tab:red"}
 
 
 def _warn_skip(m: Path, why: str) -> None:
@@ -218,6 +219,91 @@ def make_run_table(runs: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def learning_curve(runs: list[dict[str, Any]], task: str, key: str = CURVE_METRIC
+                   ) -> dict[str, list[tuple[float, float, float, int]]]:
+    """`{variant: [(fraction, mean, sd, seeds), ...]}` of the test `key` of `task`'s baseline and +ELMo runs.
+
+    Only runs whose test scores have `key` count; sd is 0.0 for one seed (the plot draws no bar then).  Runs of
+    one fraction trained differently (the table's protocols) share a point: a warning says so.
+    """
+    curve = {}
+    for variant in ("baseline", "+ELMo"):
+        by_fraction, protocols = defaultdict(list), defaultdict(set)
+        for r in runs:
+            if r["task"] == task and r["variant"] == variant and key in r["test"]:
+                by_fraction[r["fraction"]].append(r["test"][key])
+                protocols[r["fraction"]].add(r.get("protocol", ""))
+        for f in sorted(f for f, p in protocols.items() if len(p) > 1):
+            print(f"warning: {task} learning curve: the {variant} point at fraction {f:g} averages runs trained "
+                  f"differently ({' / '.join(sorted(protocols[f]))})", file=sys.stderr)
+        curve[variant] = [(f, statistics.mean(v), statistics.stdev(v) if len(v) > 1 else 0.0, len(v))
+                          for f, v in sorted(by_fraction.items())]
+    return curve
+
+
+def _dev_curves_plot(plt, task: str, tr: list[dict[str, Any]], path: Path) -> None:
+    key = CURVE_METRIC
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    seen = set()
+    for r in tr:
+        pts = [(h["step"], h[key]) for h in r["history"] if key in h]
+        if not pts:
+            continue
+        label = f"{r['variant']} (fraction {r['fraction']:g})"
+        ax.plot(*zip(*pts), color=COLOURS.get(r["variant"], "tab:purple"), alpha=0.35 + 0.65 * r["fraction"],
+                marker=".", label=None if label in seen else label)
+        seen.add(label)
+    ax.set_xlabel("training step")
+    ax.set_ylabel(f"dev {key}")
+    ax.set_title(f"{task}: dev {key} during training")
+    ax.grid(alpha=0.3)
+    if seen:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _learning_curve_plot(plt, task: str, runs: list[dict[str, Any]], path: Path) -> None:
+    """Left: test score against the fraction of training data; right: the +ELMo gain at each fraction.
+
+    Why the second panel: the question a learning curve answers here is how the gain changes with labelled
+    data (the ELMo paper's sample-efficiency figure), and two close curves on one F1 axis hide it.
+    """
+    key = CURVE_METRIC
+    curve = learning_curve(runs, task)
+    fig, (ax, gain) = plt.subplots(1, 2, figsize=(10, 4.5))
+    for variant, pts in curve.items():
+        if pts:
+            f, m, sd, n = zip(*pts)
+            ax.errorbar(f, m, yerr=sd, marker="o", capsize=3, color=COLOURS[variant],
+                        label=f"{variant} ({min(n)}-{max(n)} seeds)" if min(n) != max(n) else f"{variant} ({n[0]} seeds)")
+    base = {f: m for f, m, _, _ in curve["baseline"]}
+    deltas = [(f, m - base[f]) for f, m, _, _ in curve["+ELMo"] if f in base]
+    if deltas:
+        gain.bar(range(len(deltas)), [d for _, d in deltas], width=0.5, color=COLOURS["+ELMo"], alpha=0.7)
+        gain.set_xticks(range(len(deltas)), [f"{f:.0%}" for f, _ in deltas])
+        gain.set_xlim(-0.75, len(deltas) - 0.25)
+        for i, (_, d) in enumerate(deltas):
+            gain.annotate(f"{d:+.2f}", (i, d), ha="center", va="bottom", fontsize=9)
+    gain.set_xlabel("fraction of training data")
+    gain.set_ylabel(f"+ELMo − baseline, test {key} (means)")
+    gain.set_title("gain from ELMo")
+    gain.grid(alpha=0.3, axis="y")
+    ax.set_xscale("log")
+    fractions = sorted({f for pts in curve.values() for f, *_ in pts})
+    ax.set_xticks(fractions, [f"{f:.0%}" for f in fractions])
+    ax.minorticks_off()
+    ax.set_xlabel("fraction of training data")
+    ax.set_ylabel(f"test {key}")
+    ax.set_title(f"{task}: learning curve (mean ± sd over seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def make_plots(runs: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     """Per task: dev-metric curves of every run (baseline vs +ELMo colours) and the learning curve."""
     import matplotlib
@@ -226,56 +312,11 @@ def make_plots(runs: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     written = []
-    colours = {"baseline": "tab:blue", "+ELMo": "tab:red"}
     for task in sorted({r["task"] for r in runs}):
-        tr = [r for r in runs if r["task"] == task]
-        key = CURVE_METRIC
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        seen = set()
-        for r in tr:
-            pts = [(h["step"], h[key]) for h in r["history"] if key in h]
-            if not pts:
-                continue
-            label = f"{r['variant']} (fraction {r['fraction']:g})"
-            ax.plot(*zip(*pts), color=colours.get(r["variant"], "tab:purple"), alpha=0.35 + 0.65 * r["fraction"],
-                    marker=".", label=None if label in seen else label)
-            seen.add(label)
-        ax.set_xlabel("training step")
-        ax.set_ylabel(f"dev {key}")
-        ax.set_title(f"{task}: dev {key} during training")
-        ax.grid(alpha=0.3)
-        if seen:
-            ax.legend(fontsize=8)
-        p = out_dir / f"{task}_dev_curves.png"
-        fig.tight_layout()
-        fig.savefig(p, dpi=110)
-        plt.close(fig)
-        written.append(p)
-
-        fig, ax = plt.subplots(figsize=(6, 4.5))
-        for variant in ("baseline", "+ELMo"):
-            # only runs that have the curve's metric (a run whose test scores lack it has no point here)
-            fr = sorted({r["fraction"] for r in tr if r["variant"] == variant and key in r["test"]})
-            if not fr:
-                continue
-            means, sds = [], []
-            for f in fr:
-                v = [r["test"][key] for r in tr if r["variant"] == variant and r["fraction"] == f
-                     and key in r["test"]]
-                means.append(statistics.mean(v))
-                sds.append(statistics.stdev(v) if len(v) > 1 else 0.0)
-            ax.errorbar(fr, means, yerr=sds, marker="o", capsize=3, color=colours[variant], label=variant)
-        ax.set_xscale("log")
-        ax.set_xlabel("fraction of training data")
-        ax.set_ylabel(f"test {key}")
-        ax.set_title(f"{task}: learning curve (mean ± sd over seeds)")
-        ax.grid(alpha=0.3)
-        ax.legend()
-        p = out_dir / f"{task}_learning_curve.png"
-        fig.tight_layout()
-        fig.savefig(p, dpi=110)
-        plt.close(fig)
-        written.append(p)
+        dev, lc = out_dir / f"{task}_dev_curves.png", out_dir / f"{task}_learning_curve.png"
+        _dev_curves_plot(plt, task, [r for r in runs if r["task"] == task], dev)
+        _learning_curve_plot(plt, task, runs, lc)
+        written += [dev, lc]
     return written
 
 

@@ -3,7 +3,7 @@ import statistics
 
 import pytest
 
-from tasks.compare import load_runs, main, make_run_table, make_table
+from tasks.compare import learning_curve, load_runs, main, make_run_table, make_table
 
 
 def _run(root, task, name, elmo, frac, seed, test, hist):
@@ -51,6 +51,18 @@ def test_cli_writes_table_and_plots(runs, capsys):
         lo, hi = img.getextrema()
         assert hi - lo > 100, name  # not blank
     assert "| lac | 0.2 | f1 |" in capsys.readouterr().out
+
+
+def test_learning_curve_points_per_fraction(runs):
+    """Mean, sd and seed count per fraction and variant; a fraction with one seed has sd 0 (no bar drawn)."""
+    _run(runs, "lac", "base-f1", False, 1.0, 1, {"f1": 90.0}, [])
+    _run(runs, "lac", "elmo-f1", True, 1.0, 1, {"f1": 99.0}, [])
+    curve = learning_curve(load_runs(runs), "lac")
+    f, m, sd, n = curve["baseline"][0]
+    assert (f, m, n) == (0.2, 81.0, 3) and sd == pytest.approx(statistics.stdev([80.0, 82.0, 81.0]))
+    assert curve["baseline"][1] == (1.0, 90.0, 0.0, 1)
+    assert [p[0] for p in curve["+ELMo"]] == [0.2, 1.0] and curve["+ELMo"][0][1] == 85.0
+    assert learning_curve(load_runs(runs), "bidaf")["+ELMo"] == []
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
