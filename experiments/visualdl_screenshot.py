@@ -1,6 +1,6 @@
 """Screenshot of VisualDL's scalar page for a run folder (the README's picture).
 
-    .venv/bin/python experiments/visualdl_screenshot.py runs/lac docs/visualdl_lac.png [--tags 'dev/f1|dev/seg_f1']
+    .venv/bin/python experiments/visualdl_screenshot.py runs/lac docs/visualdl_lac.png [--tags 'dev/f1|dev/seg_f1'] [--maximize]
 
 Needs Debian's chromium and `pip install playwright` (no browser download: it drives /usr/bin/chromium).
 """
@@ -21,6 +21,7 @@ def main() -> int:
     ap.add_argument("output")
     ap.add_argument("--tags", default="dev/f1", help="regular expression typed into VisualDL's tag filter")
     ap.add_argument("--page", default="scalar", help="scalar or hparams")
+    ap.add_argument("--maximize", action="store_true", help="scalar page: enlarge the first chart (VisualDL's maximize button)")
     args = ap.parse_args()
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -46,10 +47,13 @@ def main() -> int:
             page.wait_for_selector("canvas", timeout=90000)
             if args.page == "scalar":
                 page.fill("input[placeholder*='Search tags']", args.tags)
+                if args.maximize:
+                    page.wait_for_selector(".icon-maximize", timeout=90000)
+                    page.locator(".icon-maximize").first.click()
             else:  # the hyperparameter view: one row per run with its hparams and best dev metrics
                 page.click("text=HYPER PARAMETERS")
             page.wait_for_timeout(8000)  # let the charts fetch their data and draw
-            page.screenshot(path=args.output)
+            page.screenshot(path=args.output, full_page=args.maximize)  # a maximized chart runs below the fold
             browser.close()
     finally:
         server.terminate()
