@@ -113,4 +113,4 @@ done
 for lane in $lanes; do  # each lane holds its lock while it, or anything it started, is alive
   ( flock -n 9 || exit 1; "lane$lane" ) 9> "logs/lane$lane.lock" &
 done
-echo "started lane(s) $lanes (0: MSRA +ELMo, then LAC 5%/20%; 1: MSRA and LAC baselines); '$0 status' shows where they are"
+echo "started lane(s) $lanes; '$0 status' shows where they are"
