@@ -91,8 +91,7 @@ if [ "${1:-}" = status ]; then
   runs=$(pgrep -af "tasks[./](lac|bidaf)[./]finetune" | grep -o -- "--run-name [^ ]*\|runs_dir=[^ ]*" | sort -u)
   echo "${runs:-no task run}"
   for run in $(grep -o -- "--run-name [^ ]*" <<< "$runs" | cut -d' ' -f2); do  # its last progress bar in the logs
-    tail -c 20000 $(find logs -maxdepth 1 -name '*.log' -mmin -10) 2> /dev/null | tr '\r' '\n' \
-      | grep -a "^$run: .*step" | tail -n 1
+    tail -q -c 20000 logs/*.log 2> /dev/null | tr '\r' '\n' | grep -a "^$run: .*step" | tail -n 1
   done
   exit 0
 fi
