@@ -19,7 +19,6 @@ elmo_paddle/lstm.py).  The last line is `ratio paddle/torch train: X.XX`.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import statistics
 import sys
@@ -91,107 +90,14 @@ def build_paddle(a):
     return model, train_step, eval_step
 
 
-# ---------------------------------------------------------------------------------------------- torch side
 def build_torch(a):
-    import torch
-    import torch.nn as tnn
-    import torch.nn.functional as tF
+    """The PyTorch side (bench/torch_bilm.py), imported only in the torch worker (torch is a bench-only need)."""
+    from torch_bilm import build
 
-    torch.manual_seed(a.seed)
-    V, P, H = a.vocab, a.proj, a.hidden
-    S = a.samples if a.softmax == "sampled" else 0
-
-    def reverse_padded(x, lengths):
-        T = x.shape[1]
-        t = torch.arange(T).unsqueeze(0)
-        L = lengths.unsqueeze(1)
-        idx = torch.where(t < L, L - 1 - t, t)
-        return torch.gather(x, 1, idx.unsqueeze(-1).expand_as(x))
-
-    class Head(tnn.Module):
-        def __init__(self):
-            super().__init__()
-            self.weight = tnn.Parameter(torch.randn(V, P) / math.sqrt(P))
-            self.bias = tnn.Parameter(torch.zeros(V))
-            self.log_n1 = math.log(V - 2 + 1)
-
-        def log_q(self, ids):
-            k = (ids - 2).float()
-            return torch.log(torch.log((k + 2.0) / (k + 1.0)) / self.log_n1)
-
-        def nll(self, h, targets, sampled):
-            if not sampled or not S:
-                return tF.cross_entropy(h @ self.weight.t() + self.bias, targets, reduction="none")
-            # same algorithm as elmo_paddle.softmax.sampled_softmax_nll
-            u = torch.rand(S, dtype=torch.float64)
-            samp = torch.clamp(torch.floor(torch.exp(u * self.log_n1)).long() - 1, 0, V - 3) + 2
-            true_logit = (h * self.weight[targets]).sum(-1) + self.bias[targets] - (self.log_q(targets) + math.log(S))
-            sl = h @ self.weight[samp].t() + self.bias[samp] - (self.log_q(samp) + math.log(S))
-            sl = torch.where(targets.unsqueeze(-1) == samp.unsqueeze(0), torch.full_like(sl, -1e9), sl)
-            logits = torch.cat([true_logit.unsqueeze(-1), sl], -1)
-            return torch.logsumexp(logits, -1) - true_logit
-
-    class TorchBiLM(tnn.Module):
-        def __init__(self):
-            super().__init__()
-            self.emb = tnn.Embedding(V, P, padding_idx=0)
-            self.lstms = tnn.ModuleList([tnn.ModuleList([
-                tnn.LSTM(P, H, proj_size=P, batch_first=True) for _ in range(a.layers)]) for _ in range(2)])
-            self.drop = tnn.Dropout(0.1)
-            self.heads = tnn.ModuleList([Head(), Head()])
-
-        def forward(self, ids):
-            lengths = (ids != 0).long().sum(-1)
-            tok = self.emb(ids)
-            tops = []
-            layers = [torch.cat([tok, tok], -1)]
-            per_dir = []
-            for d, x in enumerate((tok, reverse_padded(tok, lengths))):
-                outs = []
-                for k, lstm in enumerate(self.lstms[d]):
-                    y, _ = lstm(self.drop(x))
-                    if k > 0:
-                        y = y + x
-                    outs.append(y if d == 0 else reverse_padded(y, lengths))
-                    x = y
-                per_dir.append(outs)
-            for f, b in zip(*per_dir):
-                layers.append(torch.cat([f, b], -1))
-            return layers
-
-        def lm_loss(self, batch, sampled=True):
-            top = self.drop(self.forward(batch["inputs"])[-1])
-            out = {}
-            for d, (name, key) in enumerate((("fwd", "fwd_targets"), ("bwd", "bwd_targets"))):
-                h = top[..., d * P:(d + 1) * P].reshape(-1, P)
-                t = batch[key].reshape(-1)
-                keep = t != 0
-                nll = self.heads[d].nll(h[keep], t[keep], sampled and self.training)
-                out[f"{name}_nll"] = nll.sum()
-                out[f"{name}_count"] = keep.sum().float()
-            return out
-
-    model = TorchBiLM()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-
-    def train_step(batch):
-        model.train()
-        out = model.lm_loss(batch)
-        loss = (out["fwd_nll"] + out["bwd_nll"]) / (out["fwd_count"] + out["bwd_count"])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        return float(loss)
-
-    def eval_step(ids):
-        model.eval()
-        with torch.no_grad():
-            layers = model(ids)
-        return float(layers[-1][0, 0, 0])
-
-    return model, train_step, eval_step
+    return build(a)
 
 
+# ----------------------------------------------------------------------------------------------- batches
 def make_batch(a, rng):
     """Fixed-length LM windows: targets are the next (forward) and previous (backward) tokens."""
     seq = rng.integers(2, a.vocab, size=(a.batch_size, a.seq_len + 2))
