@@ -52,6 +52,8 @@ def main() -> int:
                     page.locator(".icon-maximize").first.click()
             else:  # the hyperparameter view: one row per run with its hparams and best dev metrics
                 page.click("text=HYPER PARAMETERS")
+                # its table comes from a later request: on a busy machine a fixed 8 s wait shot an empty page
+                page.wait_for_selector("text=train_fraction", state="attached", timeout=90000)
             page.wait_for_timeout(8000)  # let the charts fetch their data and draw
             page.screenshot(path=args.output, full_page=args.maximize)  # a maximized chart runs below the fold
             browser.close()
