@@ -13,6 +13,8 @@
 #   bidaf (both cores, instead of the lanes): BiDAF +ELMo seed 2 -> the ELMo-at-the-modeling-layer row -> the
 #                    control with the biLM's token layer alone, each as two data-parallel ranks (~1.5-2 h a
 #                    run: one fits in a session, where one process (~3 h) did not)
+# State (sixteenth session): both lanes' queues are done (rerunning them skips every run); the BiDAF queue has
+# its token-layer control (elmo-tok-f1-s1) left.
 # Done before (RESULTS.md): the biLM v3 (shipped as zh-char-elmo), LAC 100% (both variants, 3 seeds), BiDAF
 # baseline seeds 1-2 and +ELMo seed 1.  Run folders (runs_*/) are not in git and a new checkout starts without
 # them: after each queue, `keep` copies the finished runs' small records to results/ (commit them), and
