@@ -93,7 +93,7 @@ if [ "${1:-}" = status ]; then
   runs=$(pgrep -af "tasks[./](lac|bidaf)[./]finetune" | grep -o -- "--run-name [^ ]*\|runs_dir=[^ ]*" | sort -u)
   echo "${runs:-no task run}"
   for run in $(grep -o -- "--run-name [^ ]*" <<< "$runs" | cut -d' ' -f2); do  # its last progress bar in the logs
-    for log in logs/*.log; do tail -c 20000 "$log"; echo; done 2> /dev/null | tr '\r' '\n' | grep -a "^$run: .*step" |
+    for log in logs/*.log; do tail -c 20000 "$log"; echo; done 2> /dev/null | tr '\r' '\n' | grep -a "\(^\|^bidaf \)$run: .*step" |
       tail -n 1  # (the echo: a log's tail without a final newline must not join the next log's first line)
   done
   exit 0
